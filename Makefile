@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+# Each creates .venv and installs the pinned dependencies when they are missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test test-fast lint demo-model clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/ecosnap up
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Rebuilds the shipped demo model from scratch, deterministically.
+demo-model: $(STAMP)
+	rm -rf var/demo-data
+	$(BIN)/ecosnap demo-data var/demo-data
+	$(BIN)/ecosnap train var/demo-data --output models/default.h5 --version demo-1
+
+clean:
+	rm -rf $(VENV) var

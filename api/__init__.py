@@ -1,0 +1,53 @@
+"""The HTTP API: validates requests, enqueues jobs, answers from job records.
+
+It never imports TensorFlow or Keras; the model lives in the workers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from redis import Redis
+
+from common.jobs import JobStore
+from common.settings import Settings
+from common.storage import storage_from_settings
+
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Application factory; ``test_config`` may hold ``SETTINGS`` (a ``Settings``)."""
+    from api import errors, health, jobs, model_info, predict, uploads
+    from worker.celery import app as celery_app
+    from worker.celery import celery_config
+
+    app = Flask(__name__)
+    app.config.from_mapping(test_config or {})
+    settings: Settings = app.config.setdefault("SETTINGS", Settings.from_env())
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL is not set; `ecosnap up` starts a Redis and sets it.")
+
+    # Werkzeug refuses a larger body with 413 before reading it; the exact limit on
+    # the file itself is checked again in the predict blueprint.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    redis = Redis.from_url(
+        settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+    )
+    celery_app.conf.update(celery_config(settings))
+    app.extensions["ecosnap"] = {
+        "redis": redis,
+        # /health must answer within a second even when Redis hangs.
+        "health_redis": Redis.from_url(
+            settings.redis_url, socket_connect_timeout=0.3, socket_timeout=0.3
+        ),
+        "jobs": JobStore(redis, settings.result_ttl_s),
+        "storage": storage_from_settings(settings),
+        "celery": celery_app,
+    }
+
+    errors.register(app)
+    for blueprint in (predict.bp, jobs.bp, model_info.bp, health.bp, uploads.bp):
+        app.register_blueprint(blueprint)
+    return app

@@ -1,0 +1,50 @@
+"""One JSON error shape for every failure: ``{"error": {"code", "message"}}``."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, current_app, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    """An error the client caused or should know about, with its HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+def error_response(status: int, code: str, message: str, **extra: object):
+    return jsonify({"error": {"code": code, "message": message}, **extra}), status
+
+
+def file_too_large():
+    limit = current_app.config["SETTINGS"].max_upload_mb
+    return error_response(413, "file_too_large", f"Files are limited to {limit:g} MB.")
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(APIError)
+    def api_error(exc: APIError):
+        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_: RequestEntityTooLarge):
+        return file_too_large()
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected_error(exc: Exception):
+        log.exception("Unhandled error")
+        return error_response(500, "internal_error", "The server failed; the error is logged.")

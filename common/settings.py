@@ -1,0 +1,64 @@
+"""Runtime settings, read once from environment variables.
+
+Every process (API, worker, CLI) builds its configuration from this one module so a
+setting has a single name and a single default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_PATH = PROJECT_ROOT / "models" / "default.h5"
+DEFAULT_VAR_DIR = PROJECT_ROOT / "var"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a deployment can change; the defaults run everything on one machine."""
+
+    redis_url: str | None = None
+    model_path: Path = DEFAULT_MODEL_PATH
+    var_dir: Path = DEFAULT_VAR_DIR
+    gcs_bucket: str | None = None
+    max_upload_mb: float = 10.0
+    max_image_megapixels: float = 50.0
+    result_ttl_s: int = 24 * 3600
+    batch_max_size: int = 32
+    batch_max_wait_ms: float = 10.0
+    heartbeat_interval_s: float = 2.0
+
+    @property
+    def upload_dir(self) -> Path:
+        return self.var_dir / "uploads"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_image_pixels(self) -> int:
+        return int(self.max_image_megapixels * 1_000_000)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        return cls(
+            redis_url=env.get("REDIS_URL") or None,
+            model_path=Path(env.get("MODEL_PATH", defaults.model_path)),
+            var_dir=Path(env.get("ECOSNAP_VAR_DIR", defaults.var_dir)),
+            gcs_bucket=env.get("GCS_BUCKET") or None,
+            max_upload_mb=float(env.get("MAX_UPLOAD_MB", defaults.max_upload_mb)),
+            max_image_megapixels=float(
+                env.get("MAX_IMAGE_MEGAPIXELS", defaults.max_image_megapixels)
+            ),
+            result_ttl_s=int(env.get("RESULT_TTL_S", defaults.result_ttl_s)),
+            batch_max_size=int(env.get("BATCH_MAX_SIZE", defaults.batch_max_size)),
+            batch_max_wait_ms=float(env.get("BATCH_MAX_WAIT_MS", defaults.batch_max_wait_ms)),
+            heartbeat_interval_s=float(
+                env.get("HEARTBEAT_INTERVAL_S", defaults.heartbeat_interval_s)
+            ),
+        )

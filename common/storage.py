@@ -1,0 +1,132 @@
+"""Where photos live: a local folder (default) or a Google Cloud Storage bucket.
+
+Stored names are always generated (``uploads/<uuid>.<ext>``), never the client's
+filename. Workers read images by key from the same storage, so the queue carries
+short keys instead of megabytes of pixels.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import quote, unquote, urlparse
+
+from common.settings import Settings
+
+GCS_PUBLIC_HOST = "storage.googleapis.com"
+UPLOAD_PREFIX = "uploads/"
+_LOCAL_KEY = re.compile(r"^uploads/[0-9a-f]{32}\.(jpg|png|webp)$")
+
+
+class StorageError(LookupError):
+    """A key or URL that names nothing readable in the configured storage."""
+
+
+class Storage(Protocol):
+    def save(self, data: bytes, extension: str, content_type: str) -> str: ...
+
+    def read(self, key: str) -> bytes: ...
+
+    def size(self, key: str) -> int | None: ...
+
+    def public_url(self, key: str, base_url: str) -> str: ...
+
+
+def new_upload_key(extension: str) -> str:
+    return f"{UPLOAD_PREFIX}{uuid.uuid4().hex}.{extension}"
+
+
+class LocalStorage:
+    """A folder on disk, served back by the API under ``/uploads/<name>``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_for(self, key: str) -> Path:
+        if not _LOCAL_KEY.match(key):
+            raise StorageError(f"No stored file is named {key!r}.")
+        return self.root / key.removeprefix(UPLOAD_PREFIX)
+
+    def save(self, data: bytes, extension: str, content_type: str) -> str:
+        key = new_upload_key(extension)
+        path = self.path_for(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".part")
+        partial.write_bytes(data)
+        partial.replace(path)
+        return key
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self.path_for(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise StorageError(f"No stored file is named {key!r}.") from exc
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self.path_for(key).stat().st_size
+        except (FileNotFoundError, StorageError):
+            return None
+
+    def public_url(self, key: str, base_url: str) -> str:
+        return f"{base_url.rstrip('/')}/{key}"
+
+
+class GCSStorage:
+    """A Google Cloud Storage bucket; honours ``STORAGE_EMULATOR_HOST`` for tests."""
+
+    def __init__(self, bucket_name: str) -> None:
+        from google.cloud import storage
+
+        self.bucket_name = bucket_name
+        self.bucket = storage.Client().bucket(bucket_name)
+
+    def save(self, data: bytes, extension: str, content_type: str) -> str:
+        key = new_upload_key(extension)
+        self.bucket.blob(key).upload_from_string(data, content_type=content_type)
+        return key
+
+    def read(self, key: str) -> bytes:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            return self.bucket.blob(key).download_as_bytes()
+        except NotFound as exc:
+            raise StorageError(f"gs://{self.bucket_name}/{key} does not exist.") from exc
+
+    def size(self, key: str) -> int | None:
+        blob = self.bucket.get_blob(key)
+        return None if blob is None else blob.size
+
+    def public_url(self, key: str, base_url: str) -> str:
+        return f"https://{GCS_PUBLIC_HOST}/{self.bucket_name}/{quote(key)}"
+
+
+def storage_from_settings(settings: Settings) -> Storage:
+    if settings.gcs_bucket:
+        return GCSStorage(settings.gcs_bucket)
+    return LocalStorage(settings.upload_dir)
+
+
+def bucket_key_from_url(url: str, bucket: str | None) -> str:
+    """The object key that ``url`` names in ``bucket``; anything else is refused.
+
+    Accepted: ``gs://BUCKET/key`` and ``https://storage.googleapis.com/BUCKET/key``.
+    Nothing here fetches the URL; the caller reads the key through ``GCSStorage``.
+    """
+    if not bucket:
+        raise ValueError("URL predictions need a bucket; this service has none configured.")
+    parsed = urlparse(url.strip())
+    if parsed.scheme == "gs":
+        url_bucket, key = parsed.netloc, parsed.path.lstrip("/")
+    elif parsed.scheme == "https" and parsed.netloc == GCS_PUBLIC_HOST and not parsed.query:
+        url_bucket, _, key = unquote(parsed.path).lstrip("/").partition("/")
+    else:
+        raise ValueError(
+            f"Only gs://{bucket}/... or https://{GCS_PUBLIC_HOST}/{bucket}/... URLs are accepted."
+        )
+    if url_bucket != bucket or not key or key.endswith("/"):
+        raise ValueError(f"The URL must name an object in the bucket {bucket!r}.")
+    return key

@@ -1,0 +1,171 @@
+"""Fixtures: a private Redis, the Flask app and client, and real running stacks.
+
+Everything that touches the queue uses a real ``redis-server`` started here on a free
+loopback port (never the machine's 6379) and real Celery worker processes started
+with the same commands as ``ecosnap up``.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from api import create_app
+from cli.processes import free_port, http_ok, start_api, start_redis, start_worker, stop, wait_until
+from common.settings import DEFAULT_MODEL_PATH, Settings
+from training.synthetic import draw_photo, jpeg_bytes
+
+STACK_START_TIMEOUT_S = 180
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    process, url = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    stop(process)
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(redis_url=redis_url, var_dir=tmp_path, model_path=DEFAULT_MODEL_PATH)
+
+
+@pytest.fixture
+def app(settings: Settings):
+    return create_app({"TESTING": True, "SETTINGS": settings})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@dataclass
+class Stack:
+    """A running API (gunicorn) and worker (Celery) on a private Redis."""
+
+    base_url: str
+    var_dir: Path
+    logs: list[Path]
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def log_text(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+            for p in self.logs
+            if p.exists()
+        )
+
+
+def run_stack(redis_url: str, var_dir: Path, extra_env: dict[str, str] | None = None):
+    """Start a worker and the API; yield a ``Stack`` once ``/health`` is 200."""
+    env = {"REDIS_URL": redis_url, "ECOSNAP_VAR_DIR": str(var_dir), **(extra_env or {})}
+    port = free_port()
+    worker_log, api_log = var_dir / "worker.log", var_dir / "api.log"
+    worker = start_worker(env, name=f"test-{port}", log_path=worker_log)
+    api = start_api(env, port, workers=1, threads=8, log_path=api_log)
+    stack = Stack(f"http://127.0.0.1:{port}", var_dir, [worker_log, api_log])
+    try:
+        wait_until(
+            lambda: http_ok(stack.url("/health")), STACK_START_TIMEOUT_S, "test stack", worker
+        )
+    except (TimeoutError, RuntimeError) as exc:
+        stop(api)
+        stop(worker)
+        raise RuntimeError(f"{exc}\n{stack.log_text()}") from exc
+    yield stack
+    stop(api)
+    stop(worker)
+
+
+@pytest.fixture(scope="session")
+def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    yield from run_stack(redis_url, tmp_path_factory.mktemp("stack"))
+
+
+@dataclass
+class Emulator:
+    host: str
+    bucket: str
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(monkeypatch_session) -> Iterator[Emulator]:
+    """A real gcp-storage-emulator on loopback, with one bucket."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gcp_storage_emulator",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--in-memory",
+            "--default-bucket",
+            "ecosnap-test",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    host = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _emulator_up(host), 30, "gcp-storage-emulator", process)
+    monkeypatch_session.setenv("STORAGE_EMULATOR_HOST", host)
+    yield Emulator(host, "ecosnap-test")
+    stop(process)
+
+
+def _emulator_up(host: str) -> bool:
+    try:
+        return requests.get(f"{host}/storage/v1/b", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="session")
+def gcs_stack(
+    redis_url: str, gcs_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    yield from run_stack(
+        redis_url,
+        tmp_path_factory.mktemp("gcs-stack"),
+        {
+            "GCS_BUCKET": gcs_emulator.bucket,
+            "STORAGE_EMULATOR_HOST": gcs_emulator.host,
+        },
+    )
+
+
+@pytest.fixture
+def gcs_settings(settings: Settings, gcs_emulator: Emulator) -> Settings:
+    return replace(settings, gcs_bucket=gcs_emulator.bucket)
+
+
+def photo(label: str = "Plastik", seed: int = 1, size: tuple[int, int] = (256, 192)) -> bytes:
+    """A synthetic JPEG photo of ``label``."""
+    return jpeg_bytes(draw_photo(label, np.random.default_rng(seed), size))
+
+
+def encoded(image: Image.Image, image_format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **options)
+    return buffer.getvalue()

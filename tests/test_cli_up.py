@@ -1,0 +1,51 @@
+"""``ecosnap up`` with no REDIS_URL: it starts its own Redis, a worker and the API."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import requests
+
+from cli.processes import free_port, http_ok, wait_until
+from common.settings import PROJECT_ROOT
+from tests.conftest import photo
+
+
+def test_up_starts_everything_and_stops_cleanly_on_sigterm(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "GCS_BUCKET"}}
+    env |= {"ECOSNAP_VAR_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli", "up", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_until(
+            lambda: any(line.startswith("Ready:") for line in lines), 180, "ecosnap up", process
+        )
+        base = f"http://127.0.0.1:{port}"
+        assert any(base in line for line in lines)
+        redis_line = next(line for line in lines if "private Redis" in line)
+        assert ":6379/" not in redis_line
+        assert (tmp_path / "redis" / "appendonlydir").is_dir()
+        assert http_ok(f"{base}/health")
+        response = requests.post(
+            f"{base}/predict?wait=20", files={"file": ("p.jpg", photo())}, timeout=30
+        )
+        assert response.status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(60)
+        reader.join(5)
+    assert code == 0, "".join(lines)
+    assert lines[-1].strip() == "Stopped."
+    assert not http_ok(f"http://127.0.0.1:{port}/health")

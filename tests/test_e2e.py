@@ -1,0 +1,117 @@
+"""Over HTTP against gunicorn, a real Celery worker process and a real Redis."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from cli.processes import wait_until
+from common.labels import CLASSES, suggestion
+from common.model_metadata import ModelMetadata, file_sha256
+from common.settings import DEFAULT_MODEL_PATH
+from tests.conftest import photo
+
+TIMEOUT = 60
+
+
+def predict(stack, data: bytes, query: str = "?wait=20", name: str = "photo.jpg"):
+    return requests.post(
+        stack.url(f"/predict{query}"), files={"file": (name, data)}, timeout=TIMEOUT
+    )
+
+
+def assert_seed_contract(body: dict, lang: str = "id") -> None:
+    assert body["label"] in CLASSES
+    assert isinstance(body["confidence"], float) and 0 < body["confidence"] <= 100
+    assert round(body["confidence"], 1) == body["confidence"]
+    assert body["suggestion"] == suggestion(body["label"], lang)
+    assert body["image_url"].startswith("http")
+    assert body["model_version"] == ModelMetadata.for_model(DEFAULT_MODEL_PATH).version
+    top = body["top_k"]
+    assert len(top) == 3 and top[0]["label"] == body["label"]
+    assert [t["confidence"] for t in top] == sorted((t["confidence"] for t in top), reverse=True)
+
+
+def test_predict_with_wait_returns_the_seed_contract(stack):
+    response = predict(stack, photo("Kardus", seed=11))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert_seed_contract(body)
+    stored = requests.get(body["image_url"], timeout=TIMEOUT)
+    assert stored.status_code == 200 and stored.content == photo("Kardus", seed=11)
+    assert "photo" not in body["image_url"], "stored names are generated, not the client's"
+
+
+def test_english_suggestions(stack):
+    response = predict(stack, photo("Logam", seed=3), "?wait=20&lang=en")
+    assert response.status_code == 200
+    assert_seed_contract(response.json(), lang="en")
+
+
+def test_predict_without_wait_is_queued_then_pollable(stack):
+    response = predict(stack, photo("Kaca", seed=5), query="")
+    assert response.status_code == 202
+    queued = response.json()
+    assert queued["status"] in {"queued", "running", "succeeded"}
+    status_url = queued["status_url"]
+    assert status_url.endswith(f"/jobs/{queued['job_id']}")
+
+    def finished() -> bool:
+        return requests.get(status_url, timeout=TIMEOUT).json()["status"] == "succeeded"
+
+    wait_until(finished, TIMEOUT, "job")
+    job = requests.get(status_url, timeout=TIMEOUT).json()
+    assert job["kind"] == "predict"
+    assert job["created_at"] <= job["started_at"] <= job["finished_at"]
+    assert_seed_contract(job["result"])
+    assert job["result"]["job_id"] == queued["job_id"]
+
+
+def test_the_demo_model_recognises_fresh_synthetic_photos(stack):
+    labels = [label for label in CLASSES for _ in range(3)]
+    images = [photo(label, seed=1000 + i) for i, label in enumerate(labels)]
+    with ThreadPoolExecutor(len(images)) as pool:
+        bodies = list(pool.map(lambda data: predict(stack, data).json(), images))
+    correct = sum(body["label"] == label for body, label in zip(bodies, labels, strict=True))
+    assert correct >= 0.8 * len(labels), [b["label"] for b in bodies]
+
+
+def test_concurrent_requests_each_get_their_own_answer(stack):
+    images = [photo(CLASSES[i % 6], seed=200 + i) for i in range(24)]
+    with ThreadPoolExecutor(24) as pool:
+        responses = list(pool.map(lambda data: predict(stack, data), images))
+    assert all(r.status_code == 200 for r in responses)
+    job_ids = {r.json()["job_id"] for r in responses}
+    assert len(job_ids) == 24
+
+
+def test_health_names_live_workers_with_their_model(stack):
+    response = requests.get(stack.url("/health"), timeout=1)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["redis"] == "up"
+    assert (
+        body["workers"][0]["model_version"] == ModelMetadata.for_model(DEFAULT_MODEL_PATH).version
+    )
+
+
+def test_model_info_matches_the_shipped_model(stack):
+    body = requests.get(stack.url("/model-info"), timeout=TIMEOUT).json()
+    assert body["model"] == "Keras (.h5)"
+    assert body["input_size"] == "128x128 pixels"
+    assert body["output_classes"] == ["Kaca", "Logam", "Kertas", "Residu", "Kardus", "Plastik"]
+    assert body["description"]
+    assert body["sha256"] == file_sha256(DEFAULT_MODEL_PATH)
+    assert body["version"] == ModelMetadata.for_model(DEFAULT_MODEL_PATH).version
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [(b"", 400), (b"plain text\n" * 9, 415), (photo()[:1000], 400)],
+    ids=["empty", "text", "truncated"],
+)
+def test_bad_uploads_over_http_leave_the_service_serving(stack, data, status):
+    response = predict(stack, data)
+    assert response.status_code == status
+    assert response.json()["error"]["message"]
+    assert predict(stack, photo()).status_code == 200

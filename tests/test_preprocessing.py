@@ -1,0 +1,88 @@
+"""The shared preprocessing: formats, limits, draft decoding, EXIF, scaling."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from PIL.JpegImagePlugin import JpegImageFile
+
+from common.preprocessing import ImageRejected, decode_for_model, preprocess, verify_image
+from tests.conftest import encoded, photo
+
+LIMIT = 50_000_000
+
+
+def two_tone(size=(400, 300)) -> Image.Image:
+    """Left half red, right half blue: its orientation is visible after decoding."""
+    image = Image.new("RGB", size, (255, 0, 0))
+    image.paste((0, 0, 255), (size[0] // 2, 0, size[0], size[1]))
+    return image
+
+
+def test_preprocess_gives_scaled_float_array_of_model_size():
+    array = preprocess(photo(), (128, 128), 1 / 255)
+    assert array.shape == (128, 128, 3)
+    assert array.dtype == np.float32
+    assert array.min() >= 0.0 and array.max() <= 1.0
+    assert array.max() > 0.5
+
+
+def test_png_with_alpha_and_webp_become_rgb():
+    rgba = Image.new("RGBA", (64, 48), (10, 200, 30, 128))
+    for data in (encoded(rgba, "PNG"), encoded(rgba, "WEBP")):
+        assert decode_for_model(data, (32, 32), LIMIT).mode == "RGB"
+
+
+def test_exif_orientation_is_applied():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    data = encoded(two_tone(), "JPEG", exif=exif.tobytes(), quality=95)
+    upright = np.asarray(decode_for_model(data, (64, 64), LIMIT), dtype=np.int16)
+    top, bottom = upright[4, 32], upright[60, 32]
+    assert top[0] > 200 and top[2] < 60, "red half should be on top after rotation"
+    assert bottom[2] > 200 and bottom[0] < 60
+
+
+def test_large_jpeg_is_decoded_in_draft_mode(monkeypatch):
+    requested = []
+    original = JpegImageFile.draft
+
+    def spy(self, mode, size):
+        result = original(self, mode, size)
+        requested.append((self.size, result))
+        return result
+
+    monkeypatch.setattr(JpegImageFile, "draft", spy)
+    data = photo(size=(4000, 3000))
+    assert decode_for_model(data, (128, 128), LIMIT).size == (128, 128)
+    decoded_size, _ = requested[0]
+    assert decoded_size == (500, 375), "libjpeg should decode at 1/8 scale"
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "status"),
+    [
+        (b"", "empty_file", 400),
+        (b"this is text, not a photo\n" * 10, "unsupported_media_type", 415),
+        (encoded(two_tone(), "GIF"), "unsupported_media_type", 415),
+        (encoded(two_tone(), "BMP"), "unsupported_media_type", 415),
+        (photo()[:1500], "corrupt_image", 400),
+    ],
+    ids=["empty", "text", "gif", "bmp", "truncated-jpeg"],
+)
+def test_bad_images_are_rejected_with_a_reason(data, code, status):
+    with pytest.raises(ImageRejected) as caught:
+        verify_image(data, LIMIT)
+    assert (caught.value.code, caught.value.status) == (code, status)
+    assert caught.value.message
+
+
+def test_pixel_limit_is_enforced_before_decoding():
+    data = encoded(Image.new("RGB", (3000, 2000)), "PNG")
+    with pytest.raises(ImageRejected) as caught:
+        verify_image(data, max_pixels=1_000_000)
+    assert caught.value.status == 413
+
+
+def test_verify_returns_the_detected_format():
+    assert verify_image(photo(), LIMIT) == "JPEG"
+    assert verify_image(encoded(two_tone(), "PNG"), LIMIT) == "PNG"

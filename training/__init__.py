@@ -1,0 +1,1 @@
+"""Training, the synthetic demo dataset and dataset loading (imports TensorFlow lazily)."""

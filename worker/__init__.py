@@ -1,0 +1,1 @@
+"""The Celery worker: holds the model in memory and classifies batches of jobs."""

@@ -1,0 +1,63 @@
+"""Celery tasks: thin wrappers over ``worker.inference``; the model loads per process."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from celery.signals import worker_process_init, worker_process_shutdown
+from celery_batches import Batches, SimpleRequest
+from redis import Redis
+
+from common.heartbeat import start_heartbeat
+from common.jobs import JobStore
+from common.settings import Settings
+from common.storage import Storage, storage_from_settings
+from worker.celery import PREDICT_TASK, app
+from worker.inference import PredictJob, classify
+from worker.runtime import ModelRuntime, load_runtime
+
+settings = Settings.from_env()
+
+
+class _Process:
+    """What one worker process holds: the model, storage, job store, heartbeat."""
+
+    runtime: ModelRuntime
+    storage: Storage
+    jobs: JobStore
+    stop_heartbeat = None
+
+
+@worker_process_init.connect
+def load_model(**_: object) -> None:
+    """Load and warm the model once per process, then announce it in the heartbeat."""
+    _Process.runtime = load_runtime(settings.model_path)
+    _Process.storage = storage_from_settings(settings)
+    redis = Redis.from_url(settings.redis_url)
+    _Process.jobs = JobStore(redis, settings.result_ttl_s)
+    _Process.stop_heartbeat = start_heartbeat(
+        redis,
+        f"{socket.gethostname()}:{os.getpid()}",
+        {"pid": os.getpid(), "model_version": _Process.runtime.metadata.version},
+        settings.heartbeat_interval_s,
+    )
+
+
+@worker_process_shutdown.connect
+def stop_heartbeat(**_: object) -> None:
+    if _Process.stop_heartbeat is not None:
+        _Process.stop_heartbeat.set()
+
+
+@app.task(
+    base=Batches,
+    name=PREDICT_TASK,
+    flush_every=settings.batch_max_size,
+    flush_interval=settings.batch_max_wait_ms / 1000,
+)
+def predict(requests: list[SimpleRequest]) -> None:
+    jobs = [PredictJob(job_id=request.id, **request.kwargs) for request in requests]
+    _Process.jobs.mark_running([job.job_id for job in jobs])
+    results, errors = classify(jobs, _Process.runtime, _Process.storage, settings.max_image_pixels)
+    _Process.jobs.finish(results, errors)
