@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -102,8 +103,11 @@ class JobStore:
             record = self.get(job_id)
             if record is None or record["status"] in ("succeeded", "failed"):
                 return record
-            if pubsub.get_message(timeout=timeout_s) is None:
-                return None
-            return self.get(job_id)
+            deadline = time.monotonic() + timeout_s
+            while (remaining := deadline - time.monotonic()) > 0:
+                # None also comes back for the (ignored) subscribe confirmation.
+                if pubsub.get_message(timeout=remaining) is not None:
+                    return self.get(job_id)
+            return None
         finally:
             pubsub.close()
