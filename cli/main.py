@@ -9,7 +9,7 @@ from common.settings import DEFAULT_MODEL_PATH
 
 DEMO_SEED = 0
 DEMO_IMAGES_PER_CLASS = 300
-DEMO_EPOCHS = 10
+DEMO_EPOCHS = 12
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -44,6 +44,14 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from worker.conversion import export
+
+    output, difference = export(args.model, args.to, args.output)
+    print(f"Wrote {output} (largest probability difference from the source: {difference:.1e})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cli.up import default_port
 
@@ -68,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=DEMO_SEED)
     train.add_argument("--version", default=None)
     train.set_defaults(run=_train)
+
+    export = commands.add_parser("export", help="convert a Keras model, checked for parity")
+    export.add_argument("model", type=Path)
+    export.add_argument("--to", required=True, choices=["savedmodel", "onnx", "tflite"])
+    export.add_argument("--output", type=Path, default=None)
+    export.set_defaults(run=_export)
     return parser
 
 

@@ -1,7 +1,7 @@
 """A model's metadata file: everything the service needs to know without loading it.
 
-The metadata sits next to the model as ``<model stem>.json`` (``default.h5`` ->
-``default.json``). Training writes it; the worker reads the input size, scaling and
+The metadata sits next to the model as ``<file name>.json`` (``default.h5`` ->
+``default.h5.json``). Training writes it; the worker reads the input size, scaling and
 class order from it; the API serves it from ``/model-info`` without TensorFlow.
 """
 
@@ -16,7 +16,13 @@ from common.labels import CLASSES
 
 DEFAULT_INPUT_SIZE: tuple[int, int] = (128, 128)
 DEFAULT_SCALE: float = 1.0 / 255.0
-FORMAT_NAMES: dict[str, str] = {"h5": "Keras (.h5)", "keras": "Keras (.keras)"}
+FORMAT_NAMES: dict[str, str] = {
+    "h5": "Keras (.h5)",
+    "keras": "Keras (.keras)",
+    "savedmodel": "TensorFlow SavedModel",
+    "onnx": "ONNX",
+    "tflite": "TFLite",
+}
 
 
 @dataclass(frozen=True)
@@ -57,16 +63,33 @@ class ModelMetadata:
 
 
 def metadata_path_for(model_path: Path) -> Path:
-    return (
-        model_path.with_suffix(".json")
-        if model_path.suffix
-        else model_path.with_name(model_path.name + ".json")
-    )
+    """``default.h5`` -> ``default.h5.json``; a SavedModel dir ``sm/`` -> ``sm.json``.
+
+    One metadata file per model file, so exports of the same model sit side by side.
+    """
+    return model_path.with_name(model_path.name + ".json")
+
+
+def model_format(path: Path) -> str:
+    """The format key of a model path: a directory is a SavedModel, else the suffix."""
+    if path.is_dir():
+        return "savedmodel"
+    suffix = path.suffix.lstrip(".").lower()
+    if suffix not in FORMAT_NAMES:
+        raise ValueError(
+            f"{path.name}: unknown model format; use one of {', '.join(FORMAT_NAMES)}."
+        )
+    return suffix
 
 
 def file_sha256(path: Path) -> str:
+    """sha256 of a model file; for a SavedModel directory, of its files and names."""
     digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as stream:
+            for chunk in iter(lambda s=stream: s.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()

@@ -29,6 +29,7 @@ class Settings:
     batch_max_size: int = 32
     batch_max_wait_ms: float = 10.0
     heartbeat_interval_s: float = 2.0
+    accelerate: str = "onnx"
 
     @property
     def upload_dir(self) -> Path:
@@ -61,4 +62,5 @@ class Settings:
             heartbeat_interval_s=float(
                 env.get("HEARTBEAT_INTERVAL_S", defaults.heartbeat_interval_s)
             ),
+            accelerate=env.get("ACCELERATE", defaults.accelerate),
         )

@@ -1,17 +1,20 @@
 """Model runtimes: load a model file, ``predict(batch) -> probabilities``.
 
-Everything else in the worker talks to a ``ModelRuntime`` and never to Keras
-directly, so a model format is a matter of this module alone.
+Everything else in the worker talks to a ``ModelRuntime`` and never to a framework,
+so serving another format is a matter of this module alone. The runtime is picked
+from the file: ``.h5``/``.keras`` (Keras), a directory (TensorFlow SavedModel),
+``.onnx`` (ONNX Runtime) or ``.tflite`` (LiteRT).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from common.model_metadata import ModelMetadata
+from common.model_metadata import ModelMetadata, model_format
 
 
 class ModelRuntime(Protocol):
@@ -20,6 +23,13 @@ class ModelRuntime(Protocol):
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(N, height, width, 3) float32 -> (N, classes) probabilities."""
         ...
+
+
+def _input_spec(metadata: ModelMetadata):
+    import tensorflow as tf
+
+    width, height = metadata.input_size
+    return tf.TensorSpec([None, height, width, 3], tf.float32)
 
 
 class KerasRuntime:
@@ -36,10 +46,9 @@ class KerasRuntime:
 
         self.metadata = metadata
         self.model = keras.models.load_model(path, compile=False)
-        width, height = metadata.input_size
         self._call = tf.function(
             lambda images: self.model(images, training=False),
-            input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)],
+            input_signature=[_input_spec(metadata)],
         )
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -50,10 +59,76 @@ class KerasRuntime:
         return self._call.experimental_get_tracing_count()
 
 
+class SavedModelRuntime:
+    """A TensorFlow SavedModel directory, through its ``serving_default`` signature."""
+
+    def __init__(self, path: Path, metadata: ModelMetadata) -> None:
+        import tensorflow as tf
+
+        self.metadata = metadata
+        self._loaded = tf.saved_model.load(str(path))
+        signature = self._loaded.signatures["serving_default"]
+        self._input_name = next(iter(signature.structured_input_signature[1]))
+        self._signature = signature
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        outputs = self._signature(**{self._input_name: batch})
+        return next(iter(outputs.values())).numpy()
+
+
+class OnnxRuntime:
+    """An ONNX model in ONNX Runtime's CPU provider, one thread per core."""
+
+    def __init__(self, path: Path, metadata: ModelMetadata) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = os.cpu_count() or 1
+        self.metadata = metadata
+        self._session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+        self._input_name = self._session.get_inputs()[0].name
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input_name: batch})[0]
+
+
+class TFLiteRuntime:
+    """A TFLite model in LiteRT's interpreter; the input is resized per batch size."""
+
+    def __init__(self, path: Path, metadata: ModelMetadata) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.metadata = metadata
+        self._interpreter = Interpreter(str(path), num_threads=os.cpu_count() or 1)
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._batch_size = 0
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) != self._batch_size:
+            self._interpreter.resize_tensor_input(self._input, batch.shape)
+            self._interpreter.allocate_tensors()
+            self._batch_size = len(batch)
+        self._interpreter.set_tensor(self._input, batch)
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output).copy()
+
+
+RUNTIMES: dict[str, type] = {
+    "h5": KerasRuntime,
+    "keras": KerasRuntime,
+    "savedmodel": SavedModelRuntime,
+    "onnx": OnnxRuntime,
+    "tflite": TFLiteRuntime,
+}
+
+
 def load_runtime(path: Path) -> ModelRuntime:
     """Load ``path`` with the runtime its format needs, then warm it up."""
     metadata = ModelMetadata.for_model(path)
-    runtime = KerasRuntime(path, metadata)
+    runtime = RUNTIMES[model_format(path)](path, metadata)
     width, height = metadata.input_size
     runtime.predict(np.zeros((1, height, width, 3), np.float32))
     return runtime

@@ -14,6 +14,7 @@ from common.jobs import JobStore
 from common.settings import Settings
 from common.storage import Storage, storage_from_settings
 from worker.celery import PREDICT_TASK, app
+from worker.conversion import accelerate
 from worker.inference import PredictJob, classify
 from worker.runtime import ModelRuntime, load_runtime
 
@@ -32,14 +33,21 @@ class _Process:
 @worker_process_init.connect
 def load_model(**_: object) -> None:
     """Load and warm the model once per process, then announce it in the heartbeat."""
-    _Process.runtime = load_runtime(settings.model_path)
+    runtime = load_runtime(settings.model_path)
+    if settings.accelerate == "onnx":
+        runtime = accelerate(runtime, settings.var_dir / "model-cache")
+    _Process.runtime = runtime
     _Process.storage = storage_from_settings(settings)
     redis = Redis.from_url(settings.redis_url)
     _Process.jobs = JobStore(redis, settings.result_ttl_s)
     _Process.stop_heartbeat = start_heartbeat(
         redis,
         f"{socket.gethostname()}:{os.getpid()}",
-        {"pid": os.getpid(), "model_version": _Process.runtime.metadata.version},
+        {
+            "pid": os.getpid(),
+            "model_version": runtime.metadata.version,
+            "runtime": type(runtime).__name__,
+        },
         settings.heartbeat_interval_s,
     )
 
