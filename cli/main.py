@@ -52,6 +52,12 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from bench.run import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cli.up import default_port
 
@@ -82,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--to", required=True, choices=["savedmodel", "onnx", "tflite"])
     export.add_argument("--output", type=Path, default=None)
     export.set_defaults(run=_export)
+
+    bench = commands.add_parser("bench", help="run the benchmark (python -m bench --help)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(run=_bench)
     return parser
 
 

@@ -21,6 +21,7 @@ from redis import Redis
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 STATUSES = ("queued", "running", "succeeded", "failed")
+BATCH_SIZES_KEY = "ecosnap:stats:batch_sizes"
 _JSON_FIELDS = ("result", "error")
 
 
@@ -80,7 +81,11 @@ class JobStore:
         results: dict[str, dict[str, Any]],
         errors: dict[str, dict[str, str]],
     ) -> None:
-        """Record many outcomes in one round trip, then wake their waiters."""
+        """Record a batch's outcomes in one round trip, wake their waiters, count the batch.
+
+        The batch-size histogram (``BATCH_SIZES_KEY``) shows operators and the
+        benchmark how well requests are being gathered.
+        """
         now = utc_now()
         outcomes = [(i, "succeeded", "result", r) for i, r in results.items()] + [
             (i, "failed", "error", e) for i, e in errors.items()
@@ -93,7 +98,13 @@ class JobStore:
                 )
                 pipe.expire(_key(job_id), self.ttl_s)
                 pipe.publish(_channel(job_id), status)
+            pipe.hincrby(BATCH_SIZES_KEY, str(len(outcomes)), 1)
             pipe.execute()
+
+    def batch_sizes(self) -> dict[int, int]:
+        """How many batches of each size the workers have answered."""
+        raw = self.redis.hgetall(BATCH_SIZES_KEY)
+        return dict(sorted((int(size), int(count)) for size, count in raw.items()))
 
     def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
         """The record once it is finished, or ``None`` when ``timeout_s`` runs out."""

@@ -145,8 +145,10 @@ def monkeypatch_session() -> Iterator[pytest.MonkeyPatch]:
 def gcs_stack(
     redis_url: str, gcs_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
+    # Its own Redis database: a worker of the local-storage stack must never take
+    # this stack's jobs.
     yield from run_stack(
-        redis_url,
+        redis_url.rsplit("/", 1)[0] + "/1",
         tmp_path_factory.mktemp("gcs-stack"),
         {
             "GCS_BUCKET": gcs_emulator.bucket,

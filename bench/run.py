@@ -1,0 +1,202 @@
+"""Measure the pipeline's ceiling, the seed's way and the real stack, in one run.
+
+Same images, same model, same machine: ``limit_images_per_s`` (decode, preprocess
+and batched inference in this process), ``naive_images_per_s`` (one
+``model.predict`` per image, as the seed did), then a real stack (private Redis,
+one Celery worker, gunicorn) measured over HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+from redis import Redis
+
+from cli.processes import free_port, http_ok, start_api, start_redis, start_worker, stop, wait_until
+from common.jobs import JobStore
+from common.preprocessing import decode_for_model, preprocess
+from common.settings import Settings
+from training.synthetic import draw_photo, jpeg_bytes
+from worker.conversion import accelerate
+from worker.runtime import load_runtime
+
+SMALL, PHONE = (512, 384), (4000, 3000)
+
+
+def make_images(count: int, size: tuple[int, int], seed: int) -> list[bytes]:
+    from common.labels import CLASSES
+
+    rng = np.random.default_rng(seed)
+    return [jpeg_bytes(draw_photo(CLASSES[i % 6], rng, size)) for i in range(count)]
+
+
+def throughput(run, count: int) -> float:
+    start = time.perf_counter()
+    run()
+    return count / (time.perf_counter() - start)
+
+
+def median_ms(run, repeats: int) -> float:
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        timings.append((time.perf_counter() - start) * 1000)
+    return statistics.median(timings)
+
+
+def in_process(settings: Settings, small: list[bytes], phone: list[bytes], batch: int) -> dict:
+    """The pipeline without queue or HTTP: the ceiling, and the seed's way."""
+    from worker.inference import _DECODERS
+
+    keras_runtime = load_runtime(settings.model_path)
+    runtime = (
+        accelerate(keras_runtime, settings.var_dir / "model-cache")
+        if settings.accelerate == "onnx"
+        else keras_runtime
+    )
+    meta = runtime.metadata
+
+    def prepare(data: bytes) -> np.ndarray:
+        return preprocess(data, meta.input_size, meta.scale)
+
+    def batched(images: list[bytes]) -> None:
+        for start in range(0, len(images), batch):
+            runtime.predict(np.stack(list(_DECODERS.map(prepare, images[start : start + batch]))))
+
+    batched(small[:batch])
+    naive_images = small[:60]
+    one = prepare(small[0])[None]
+    return {
+        "runtime": type(runtime).__name__,
+        "limit_images_per_s": throughput(lambda: batched(small), len(small)),
+        "limit_images_per_s_12mp": throughput(lambda: batched(phone), len(phone)),
+        "naive_images_per_s": throughput(
+            lambda: [
+                keras_runtime.model.predict(prepare(d)[None], verbose=0) for d in naive_images
+            ],
+            len(naive_images),
+        ),
+        "inference_ms_1image": median_ms(lambda: runtime.predict(one), 50),
+        "inference_ms_batch": median_ms(lambda: runtime.predict(np.repeat(one, batch, 0)), 20),
+        "preprocess_ms_12mp": median_ms(lambda: prepare(phone[0]), 9),
+        "full_decode_ms_12mp": median_ms(lambda: decode_for_model(phone[0], PHONE, 10**9), 3),
+    }
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def loads_tensorflow(pid: int) -> bool:
+    return "tensorflow" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def over_http(base: str, small: list[bytes], clients: int, single: int) -> dict:
+    """Latency with one client, then throughput with many concurrent clients."""
+    local = threading.local()
+
+    def post(data: bytes) -> float:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        start = time.perf_counter()
+        response = session.post(
+            f"{base}/predict?wait=30", files={"file": ("p.jpg", data)}, timeout=60
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"{response.status_code}: {response.text}")
+        return (time.perf_counter() - start) * 1000
+
+    for data in small[:10]:
+        post(data)
+    latencies = sorted(post(data) for data in small[:single])
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(post, small[:clients]))
+        start = time.perf_counter()
+        list(pool.map(post, small))
+        elapsed = time.perf_counter() - start
+    return {
+        "p50_ms_1client": statistics.median(latencies),
+        "p95_ms_1client": latencies[int(0.95 * (len(latencies) - 1))],
+        "e2e_images_per_s": len(small) / elapsed,
+        "e2e_clients": clients,
+    }
+
+
+def stack_metrics(settings: Settings, small: list[bytes], clients: int, single: int) -> dict:
+    with tempfile.TemporaryDirectory() as var_dir:
+        redis_process, redis_url = start_redis(Path(var_dir) / "redis")
+        env = {
+            "REDIS_URL": redis_url,
+            "ECOSNAP_VAR_DIR": var_dir,
+            "MODEL_PATH": str(settings.model_path),
+            "ACCELERATE": settings.accelerate,
+        }
+        port = free_port()
+        worker = start_worker(env, log_path=Path(var_dir) / "worker.log")
+        api = start_api(env, port, log_path=Path(var_dir) / "api.log")
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until(lambda: http_ok(f"{base}/health"), 180, "bench stack", worker)
+            jobs = JobStore(Redis.from_url(redis_url), 600)
+            result = over_http(base, small, clients, single)
+            api_pids = [api.pid, *children(api.pid)]
+            result |= {
+                "batch_sizes": jobs.batch_sizes(),
+                "api_peak_rss_mb": max(peak_rss_mb(pid) for pid in api_pids),
+                "api_processes": len(api_pids),
+                "api_loads_tensorflow": any(loads_tensorflow(pid) for pid in api_pids),
+            }
+        finally:
+            stop(api)
+            stop(worker)
+            stop(redis_process)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--images", type=int, default=600, help="512x384 images")
+    parser.add_argument("--phone-images", type=int, default=32, help="4000x3000 images")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--single", type=int, default=100, help="one-client requests")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    settings = Settings.from_env()
+    small = make_images(args.images, SMALL, seed=1)
+    phone = make_images(args.phone_images, PHONE, seed=2)
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count()},
+        "images": {"512x384": len(small), "4000x3000": len(phone)},
+        "batch_max_size": settings.batch_max_size,
+        "batch_max_wait_ms": settings.batch_max_wait_ms,
+    }
+    results |= in_process(settings, small, phone, settings.batch_max_size)
+    results |= stack_metrics(settings, small, args.clients, args.single)
+    results["e2e_vs_limit"] = results["e2e_images_per_s"] / results["limit_images_per_s"]
+    results["e2e_vs_naive"] = results["e2e_images_per_s"] / results["naive_images_per_s"]
+    for name, value in results.items():
+        print(f"{name:28} {round(value, 2) if isinstance(value, float) else value}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    return 0
