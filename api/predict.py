@@ -109,7 +109,7 @@ def predict():
         kwargs={"image_key": image_key, "image_url": image_url, "lang": lang},
         task_id=job_id,
     )
-    record = jobs.wait(job_id, wait_s) if wait_s else None
+    record = services.waiter().wait(job_id, wait_s) if wait_s else None
     if record is None:
         return queued_response(job_id)
     if record["status"] == "failed":

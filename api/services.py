@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+
 from celery import Celery
 from flask import current_app
 from redis import Redis
 
-from common.jobs import JobStore
+from common.jobs import JobStore, JobWaiter
 from common.settings import Settings
 from common.storage import Storage
+
+_WAITER_LOCK = threading.Lock()
 
 
 def settings() -> Settings:
@@ -29,6 +33,15 @@ def jobs() -> JobStore:
 
 def storage() -> Storage:
     return current_app.extensions["ecosnap"]["storage"]
+
+
+def waiter() -> JobWaiter:
+    """The process's ``JobWaiter``, started on first use (after gunicorn forks)."""
+    services = current_app.extensions["ecosnap"]
+    with _WAITER_LOCK:
+        if "waiter" not in services:
+            services["waiter"] = JobWaiter(services["jobs"])
+    return services["waiter"]
 
 
 def celery() -> Celery:

@@ -3,7 +3,8 @@
 A job is a Redis hash ``ecosnap:job:<id>`` with an expiry. The API creates it
 (``queued``) before it enqueues the Celery task under the same id; the worker moves
 it to ``running`` and then ``succeeded`` or ``failed`` and publishes on
-``ecosnap:job:<id>:done`` so waiting requests wake at once instead of polling.
+``ecosnap:job:<id>:done`` so waiting requests (``JobWaiter``) wake at once instead
+of polling.
 Celery's own result backend is not used: it cannot tell an unknown id from a queued
 one and has no place for the job's kind and timestamps.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -106,19 +108,53 @@ class JobStore:
         raw = self.redis.hgetall(BATCH_SIZES_KEY)
         return dict(sorted((int(size), int(count)) for size, count in raw.items()))
 
+
+class JobWaiter:
+    """Wakes requests waiting for jobs, over one pub/sub connection per process.
+
+    A connection per waiting request would cost a connect, a handshake and a
+    subscribe for every ``?wait``; here one pattern subscription feeds every waiter
+    through ``threading.Event``. Create it after the process forks (the API creates
+    it lazily, on the first wait).
+    """
+
+    def __init__(self, jobs: JobStore) -> None:
+        self.jobs = jobs
+        self._waiters: dict[str, list[threading.Event]] = {}
+        self._lock = threading.Lock()
+        pubsub = jobs.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.psubscribe(**{_channel("*"): self._on_message})
+        # Read the subscribe confirmation now, so no publish after this returns is missed.
+        pubsub.get_message(timeout=5)
+        self._thread = pubsub.run_in_thread(
+            sleep_time=1.0, daemon=True, exception_handler=self._on_error
+        )
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        job_id = message["channel"].decode().split(":")[2]
+        with self._lock:
+            events = self._waiters.get(job_id, [])
+        for event in events:
+            event.set()
+
+    @staticmethod
+    def _on_error(exc: BaseException, pubsub: Any, thread: Any) -> None:
+        """Redis went away: back off; redis-py resubscribes when it reconnects."""
+        time.sleep(0.5)
+
     def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
         """The record once it is finished, or ``None`` when ``timeout_s`` runs out."""
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        event = threading.Event()
+        with self._lock:
+            self._waiters.setdefault(job_id, []).append(event)
         try:
-            pubsub.subscribe(_channel(job_id))
-            record = self.get(job_id)
+            record = self.jobs.get(job_id)
             if record is None or record["status"] in ("succeeded", "failed"):
                 return record
-            deadline = time.monotonic() + timeout_s
-            while (remaining := deadline - time.monotonic()) > 0:
-                # None also comes back for the (ignored) subscribe confirmation.
-                if pubsub.get_message(timeout=remaining) is not None:
-                    return self.get(job_id)
-            return None
+            return self.jobs.get(job_id) if event.wait(timeout_s) else None
         finally:
-            pubsub.close()
+            with self._lock:
+                events = self._waiters[job_id]
+                events.remove(event)
+                if not events:
+                    del self._waiters[job_id]

@@ -84,6 +84,9 @@ class OnnxRuntime:
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = os.cpu_count() or 1
+        # Idle threads would otherwise spin between batches, taking the cores that
+        # decoding, Celery and the API need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.metadata = metadata
         self._session = onnxruntime.InferenceSession(
             str(path), options, providers=["CPUExecutionProvider"]
