@@ -1,0 +1,59 @@
+"""Job records and waiting, on a real Redis."""
+
+import threading
+
+import pytest
+from redis import Redis
+
+from common.jobs import BATCH_SIZES_KEY, JobStore, JobWaiter
+
+
+@pytest.fixture
+def jobs(redis_url):
+    redis = Redis.from_url(redis_url.rsplit("/", 1)[0] + "/2")
+    redis.delete(BATCH_SIZES_KEY)
+    return JobStore(redis, ttl_s=60)
+
+
+def test_a_job_moves_from_queued_to_succeeded(jobs):
+    job_id = jobs.create("predict", image_url="u")
+    assert jobs.get(job_id)["status"] == "queued"
+    jobs.mark_running([job_id])
+    assert jobs.get(job_id)["status"] == "running"
+    jobs.finish({job_id: {"label": "Kaca"}}, {})
+    record = jobs.get(job_id)
+    assert record["status"] == "succeeded" and record["result"] == {"label": "Kaca"}
+    assert record["created_at"] <= record["started_at"] <= record["finished_at"]
+    assert 0 < jobs.redis.ttl(f"ecosnap:job:{job_id}") <= 60
+
+
+def test_finish_records_failures_and_the_batch_size(jobs):
+    ok, bad = jobs.create("predict"), jobs.create("predict")
+    jobs.finish({ok: {"label": "Logam"}}, {bad: {"code": "corrupt_image", "message": "m"}})
+    assert jobs.get(bad)["error"]["code"] == "corrupt_image"
+    assert jobs.batch_sizes() == {2: 1}
+
+
+def test_every_waiter_on_a_job_wakes_when_it_finishes(jobs):
+    waiter = JobWaiter(jobs)
+    job_id = jobs.create("predict")
+    answers = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(waiter.wait(job_id, 20))) for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    jobs.finish({job_id: {"label": "Kertas"}}, {})
+    for thread in threads:
+        thread.join(30)
+    assert [answer["status"] for answer in answers] == ["succeeded"] * 3
+
+
+def test_wait_returns_none_when_time_runs_out_and_at_once_when_done(jobs):
+    waiter = JobWaiter(jobs)
+    pending = jobs.create("predict")
+    assert waiter.wait(pending, 0.2) is None
+    done = jobs.create("predict")
+    jobs.finish({done: {"label": "Kardus"}}, {})
+    assert waiter.wait(done, 0)["status"] == "succeeded"
+    assert waiter.wait("f" * 32, 1) is None
