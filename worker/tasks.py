@@ -1,11 +1,11 @@
-"""Celery tasks: thin wrappers over ``worker.inference``; the model loads per process."""
+"""Celery tasks: thin wrappers over ``worker.inference``; the model loads once per worker."""
 
 from __future__ import annotations
 
 import os
 import socket
 
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_shutdown
 from celery_batches import Batches, SimpleRequest
 from redis import Redis
 
@@ -30,7 +30,7 @@ class _Process:
     stop_heartbeat = None
 
 
-@worker_process_init.connect
+@worker_init.connect
 def load_model(**_: object) -> None:
     """Load and warm the model once per process, then announce it in the heartbeat."""
     runtime = load_runtime(settings.model_path)
@@ -52,7 +52,7 @@ def load_model(**_: object) -> None:
     )
 
 
-@worker_process_shutdown.connect
+@worker_shutdown.connect
 def stop_heartbeat(**_: object) -> None:
     if _Process.stop_heartbeat is not None:
         _Process.stop_heartbeat.set()
