@@ -19,7 +19,7 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Application factory; ``test_config`` may hold ``SETTINGS`` (a ``Settings``)."""
-    from api import errors, health, jobs, model_info, predict, uploads
+    from api import errors, evaluate, health, jobs, model_info, predict, uploads
     from worker.celery import app as celery_app
     from worker.celery import celery_config
 
@@ -48,6 +48,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     }
 
     errors.register(app)
-    for blueprint in (predict.bp, jobs.bp, model_info.bp, health.bp, uploads.bp):
+    for blueprint in (predict.bp, evaluate.bp, jobs.bp, model_info.bp, health.bp, uploads.bp):
         app.register_blueprint(blueprint)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, current_app, jsonify
+from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,14 @@ def error_response(status: int, code: str, message: str, **extra: object):
 
 
 def file_too_large():
-    limit = current_app.config["SETTINGS"].max_upload_mb
-    return error_response(413, "file_too_large", f"Files are limited to {limit:g} MB.")
+    settings = current_app.config["SETTINGS"]
+    if request.endpoint == "evaluate.evaluate":
+        return error_response(
+            413, "file_too_large", f"Datasets are limited to {settings.max_dataset_mb:g} MB."
+        )
+    return error_response(
+        413, "file_too_large", f"Files are limited to {settings.max_upload_mb:g} MB."
+    )
 
 
 def register(app: Flask) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, Response
 
 from api import services
 from api.errors import APIError
@@ -14,17 +15,60 @@ bp = Blueprint("jobs", __name__)
 PUBLIC_FIELDS = ("job_id", "kind", "status", "created_at", "started_at", "finished_at")
 
 
+def progress(record: dict[str, Any]) -> dict[str, Any] | None:
+    """Images done and total, percent, rate and time left of a running evaluation."""
+    if "total" not in record:
+        return None
+    done, total = int(record["done"]), int(record["total"])
+    elapsed = max(time.time() - float(record["started_ts"]), 1e-6)
+    rate = done / elapsed
+    return {
+        "done": done,
+        "total": total,
+        "percent": round(100 * done / total, 1) if total else 100.0,
+        "images_per_s": round(rate, 1),
+        "eta_s": round((total - done) / rate, 1) if rate else None,
+    }
+
+
 def job_view(record: dict[str, Any]) -> dict[str, Any]:
     view = {name: record.get(name) for name in PUBLIC_FIELDS}
+    if record.get("kind") == "evaluate":
+        view["progress"] = progress(record)
     for name in ("result", "error"):
         if name in record:
             view[name] = record[name]
     return view
 
 
-@bp.get("/jobs/<job_id>")
-def get_job(job_id: str):
+def existing(job_id: str) -> dict[str, Any]:
     record = services.jobs().get(job_id)
     if record is None:
         raise APIError(404, "job_not_found", f"No job {job_id!r}; it may have expired.")
-    return job_view(record)
+    return record
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str):
+    return job_view(existing(job_id))
+
+
+@bp.delete("/jobs/<job_id>")
+def cancel_job(job_id: str):
+    """Cancel an evaluation; chunks not yet classified are dropped."""
+    if existing(job_id)["kind"] != "evaluate":
+        raise APIError(409, "not_cancellable", "Only evaluation jobs can be cancelled.")
+    if not services.jobs().cancel(job_id):
+        raise APIError(409, "already_finished", "The job has already finished.")
+    return job_view(existing(job_id))
+
+
+@bp.get("/jobs/<job_id>/confusion.png")
+def confusion_png(job_id: str):
+    existing(job_id)
+    png = services.jobs().get_blob(job_id, "confusion.png")
+    if png is None:
+        raise APIError(
+            404, "not_ready", "The confusion matrix exists once the evaluation succeeds."
+        )
+    return Response(png, mimetype="image/png")

@@ -22,7 +22,8 @@ from typing import Any
 from redis import Redis
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
-STATUSES = ("queued", "running", "succeeded", "failed")
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 BATCH_SIZES_KEY = "ecosnap:stats:batch_sizes"
 _JSON_FIELDS = ("result", "error")
 
@@ -49,6 +50,18 @@ class JobStore:
     def __init__(self, redis: Redis, ttl_s: int) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
+        # Check and set in one step, so two processes never both move a job on
+        # (e.g. a cancel and the evaluation that finishes at the same moment).
+        self._transition = redis.register_script(
+            """
+            local status = redis.call('HGET', KEYS[1], 'status')
+            if not status or not string.find(ARGV[1], ',' .. status .. ',', 1, true) then
+                return 0
+            end
+            redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+            return 1
+            """
+        )
 
     def create(self, kind: str, job_id: str | None = None, **fields: str) -> str:
         job_id = job_id or new_job_id()
@@ -70,6 +83,39 @@ class JobStore:
             if name in record:
                 record[name] = json.loads(record[name])
         return record
+
+    def add_chunk(self, job_id: str, outcome: dict[str, Any], images: int) -> int:
+        """Record one evaluation chunk; returns how many chunks are now done."""
+        with self.redis.pipeline() as pipe:
+            pipe.rpush(_key(job_id) + ":chunks", json.dumps(outcome))
+            pipe.expire(_key(job_id) + ":chunks", self.ttl_s)
+            pipe.hincrby(_key(job_id), "done", images)
+            pipe.hincrby(_key(job_id), "chunks_done", 1)
+            return pipe.execute()[-1]
+
+    def chunk_outcomes(self, job_id: str) -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in self.redis.lrange(_key(job_id) + ":chunks", 0, -1)]
+
+    def transition(self, job_id: str, allowed: tuple[str, ...], **fields: Any) -> bool:
+        """Set ``fields`` only if the job's status is one of ``allowed``; wake waiters
+        when the new status is final."""
+        pairs = [str(item) for pair in fields.items() for item in pair]
+        moved = bool(self._transition(keys=[_key(job_id)], args=[f",{','.join(allowed)},", *pairs]))
+        if moved and fields.get("status") in FINISHED:
+            self.redis.publish(_channel(job_id), fields["status"])
+        return moved
+
+    def cancel(self, job_id: str) -> bool:
+        """Mark an unfinished job cancelled; ``False`` if it had already finished."""
+        return self.transition(
+            job_id, ("queued", "running"), status="cancelled", finished_at=utc_now()
+        )
+
+    def put_blob(self, job_id: str, name: str, data: bytes) -> None:
+        self.redis.set(f"{_key(job_id)}:{name}", data, ex=self.ttl_s)
+
+    def get_blob(self, job_id: str, name: str) -> bytes | None:
+        return self.redis.get(f"{_key(job_id)}:{name}") if JOB_ID_PATTERN.match(job_id) else None
 
     def mark_running(self, job_ids: list[str]) -> None:
         now = utc_now()
@@ -149,7 +195,7 @@ class JobWaiter:
             self._waiters.setdefault(job_id, []).append(event)
         try:
             record = self.jobs.get(job_id)
-            if record is None or record["status"] in ("succeeded", "failed"):
+            if record is None or record["status"] in FINISHED:
                 return record
             return self.jobs.get(job_id) if event.wait(timeout_s) else None
         finally:

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.datasets import ZipLimits
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_PATH = PROJECT_ROOT / "models" / "default.h5"
 DEFAULT_VAR_DIR = PROJECT_ROOT / "var"
@@ -30,6 +32,11 @@ class Settings:
     batch_max_wait_ms: float = 10.0
     heartbeat_interval_s: float = 2.0
     accelerate: str = "onnx"
+    max_dataset_mb: float = 1024.0
+    max_dataset_uncompressed_mb: float = 4096.0
+    max_dataset_members: int = 100_000
+    max_compression_ratio: float = 100.0
+    eval_chunk_size: int = 32
 
     @property
     def upload_dir(self) -> Path:
@@ -38,6 +45,19 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_dataset_bytes(self) -> int:
+        return int(self.max_dataset_mb * 1024 * 1024)
+
+    @property
+    def zip_limits(self) -> ZipLimits:
+        return ZipLimits(
+            max_members=self.max_dataset_members,
+            max_uncompressed_bytes=int(self.max_dataset_uncompressed_mb * 1024 * 1024),
+            max_compression_ratio=self.max_compression_ratio,
+            max_member_bytes=self.max_upload_bytes,
+        )
 
     @property
     def max_image_pixels(self) -> int:
@@ -63,4 +83,13 @@ class Settings:
                 env.get("HEARTBEAT_INTERVAL_S", defaults.heartbeat_interval_s)
             ),
             accelerate=env.get("ACCELERATE", defaults.accelerate),
+            max_dataset_mb=float(env.get("MAX_DATASET_MB", defaults.max_dataset_mb)),
+            max_dataset_uncompressed_mb=float(
+                env.get("MAX_DATASET_UNCOMPRESSED_MB", defaults.max_dataset_uncompressed_mb)
+            ),
+            max_dataset_members=int(env.get("MAX_DATASET_MEMBERS", defaults.max_dataset_members)),
+            max_compression_ratio=float(
+                env.get("MAX_COMPRESSION_RATIO", defaults.max_compression_ratio)
+            ),
+            eval_chunk_size=int(env.get("EVAL_CHUNK_SIZE", defaults.eval_chunk_size)),
         )

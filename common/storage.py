@@ -7,17 +7,20 @@ short keys instead of megabytes of pixels.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
+import shutil
 import uuid
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import quote, unquote, urlparse
 
 from common.settings import Settings
 
 GCS_PUBLIC_HOST = "storage.googleapis.com"
 UPLOAD_PREFIX = "uploads/"
-_LOCAL_KEY = re.compile(r"^uploads/[0-9a-f]{32}\.(jpg|png|webp)$")
+_LOCAL_KEY = re.compile(r"^uploads/[0-9a-f]{32}\.(jpg|png|webp|zip)$")
 
 
 class StorageError(LookupError):
@@ -27,11 +30,19 @@ class StorageError(LookupError):
 class Storage(Protocol):
     def save(self, data: bytes, extension: str, content_type: str) -> str: ...
 
+    def save_file(self, stream: BinaryIO, extension: str, content_type: str) -> str:
+        """Store a possibly large upload without holding it in memory."""
+        ...
+
     def read(self, key: str) -> bytes: ...
 
     def size(self, key: str) -> int | None: ...
 
     def public_url(self, key: str, base_url: str) -> str: ...
+
+    def local_path(self, key: str) -> Path:
+        """A file on this machine holding the object (downloaded once if remote)."""
+        ...
 
 
 def new_upload_key(extension: str) -> str:
@@ -50,11 +61,15 @@ class LocalStorage:
         return self.root / key.removeprefix(UPLOAD_PREFIX)
 
     def save(self, data: bytes, extension: str, content_type: str) -> str:
+        return self.save_file(io.BytesIO(data), extension, content_type)
+
+    def save_file(self, stream: BinaryIO, extension: str, content_type: str) -> str:
         key = new_upload_key(extension)
         path = self.path_for(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".part")
-        partial.write_bytes(data)
+        with partial.open("wb") as output:
+            shutil.copyfileobj(stream, output, 1 << 20)
         partial.replace(path)
         return key
 
@@ -73,19 +88,29 @@ class LocalStorage:
     def public_url(self, key: str, base_url: str) -> str:
         return f"{base_url.rstrip('/')}/{key}"
 
+    def local_path(self, key: str) -> Path:
+        path = self.path_for(key)
+        if not path.exists():
+            raise StorageError(f"No stored file is named {key!r}.")
+        return path
+
 
 class GCSStorage:
     """A Google Cloud Storage bucket; honours ``STORAGE_EMULATOR_HOST`` for tests."""
 
-    def __init__(self, bucket_name: str) -> None:
+    def __init__(self, bucket_name: str, cache_dir: Path) -> None:
         from google.cloud import storage
 
         self.bucket_name = bucket_name
         self.bucket = storage.Client().bucket(bucket_name)
+        self.cache_dir = cache_dir
 
     def save(self, data: bytes, extension: str, content_type: str) -> str:
+        return self.save_file(io.BytesIO(data), extension, content_type)
+
+    def save_file(self, stream: BinaryIO, extension: str, content_type: str) -> str:
         key = new_upload_key(extension)
-        self.bucket.blob(key).upload_from_string(data, content_type=content_type)
+        self.bucket.blob(key).upload_from_file(stream, content_type=content_type)
         return key
 
     def read(self, key: str) -> bytes:
@@ -103,10 +128,27 @@ class GCSStorage:
     def public_url(self, key: str, base_url: str) -> str:
         return f"https://{GCS_PUBLIC_HOST}/{self.bucket_name}/{quote(key)}"
 
+    def local_path(self, key: str) -> Path:
+        from google.api_core.exceptions import NotFound
+
+        blob = self.bucket.get_blob(key)
+        if blob is None:
+            raise StorageError(f"gs://{self.bucket_name}/{key} does not exist.")
+        path = self.cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()}-{blob.generation}"
+        if not path.exists():
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{uuid.uuid4().hex}.part")
+            try:
+                blob.download_to_filename(partial)
+            except NotFound as exc:
+                raise StorageError(f"gs://{self.bucket_name}/{key} does not exist.") from exc
+            partial.replace(path)
+        return path
+
 
 def storage_from_settings(settings: Settings) -> Storage:
     if settings.gcs_bucket:
-        return GCSStorage(settings.gcs_bucket)
+        return GCSStorage(settings.gcs_bucket, settings.var_dir / "bucket-cache")
     return LocalStorage(settings.upload_dir)
 
 

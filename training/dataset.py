@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from common.labels import CLASSES, resolve_class
+from common.datasets import IMAGE_SUFFIXES, label_and_split
+from common.labels import CLASSES
 from common.preprocessing import ImageRejected, preprocess
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 
 def find_images(root: Path) -> list[tuple[Path, str]]:
-    """Every image under ``root`` whose parent folder names a class, sorted by path."""
+    """Every image under ``root`` inside a class-named folder (any depth), sorted."""
     found = []
     for path in sorted(root.rglob("*")):
-        label = resolve_class(path.parent.name)
+        label, _ = label_and_split(PurePosixPath(path.relative_to(root).as_posix()))
         if path.suffix.lower() in IMAGE_SUFFIXES and label is not None:
             found.append((path, label))
     return found

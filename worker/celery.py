@@ -8,11 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from kombu import Queue
 
 from common.settings import Settings
 
 PREDICT_QUEUE = "predict"
 PREDICT_TASK = "ecosnap.predict"
+EVALUATE_QUEUE = "evaluate"
+EVALUATE_TASK = "ecosnap.evaluate"
+EVALUATE_CHUNK_TASK = "ecosnap.evaluate_chunk"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -25,7 +29,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_default_queue": PREDICT_QUEUE,
-        "task_routes": {PREDICT_TASK: {"queue": PREDICT_QUEUE}},
+        "task_queues": (Queue(PREDICT_QUEUE), Queue(EVALUATE_QUEUE)),
+        "task_routes": {
+            PREDICT_TASK: {"queue": PREDICT_QUEUE},
+            EVALUATE_TASK: {"queue": EVALUATE_QUEUE},
+            EVALUATE_CHUNK_TASK: {"queue": EVALUATE_QUEUE},
+        },
         # celery-batches buffers received messages until a batch is full or the
         # wait runs out, so a worker must be allowed to hold at least one whole
         # batch unacknowledged; two let it take the next full batch straight after
@@ -36,7 +45,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # jobs go back to the queue (after the visibility timeout) instead of being
         # lost.
         "task_acks_late": True,
-        "broker_transport_options": {"visibility_timeout": 300},
+        # "priority" makes every fetch ask the predict queue before the evaluate
+        # queue (in task_queues order), so photos never wait behind a dataset.
+        "broker_transport_options": {"visibility_timeout": 300, "queue_order_strategy": "priority"},
         # One process per worker, running batches in the consumer itself (solo
         # pool): a model call already uses every core through the runtime's thread
         # pool and the decoders run on a thread per core, so a child process would

@@ -6,8 +6,10 @@ Plain functions, so the Celery task stays a thin wrapper and tests can call them
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -55,29 +57,32 @@ def describe(probabilities: np.ndarray, job: PredictJob, runtime: ModelRuntime) 
     }
 
 
-def _prepare(
-    job: PredictJob, storage: Storage, metadata: ModelMetadata, max_pixels: int
-) -> np.ndarray | dict[str, str]:
-    """The model input for one job, or the error that fails it."""
-    try:
-        data = storage.read(job.image_key)
-        return preprocess(data, metadata.input_size, metadata.scale, max_pixels)
-    except ImageRejected as exc:
-        return {"code": exc.code, "message": exc.message}
-    except StorageError as exc:
-        return {"code": "image_not_found", "message": str(exc)}
+def prepare_all(
+    readers: list[Callable[[], bytes]], metadata: ModelMetadata, max_pixels: int
+) -> list[np.ndarray | dict[str, str]]:
+    """Model inputs, or the error for each image, read and decoded on a thread per core.
+
+    Pillow releases the GIL while decoding and resizing, so the threads use every
+    core; prediction jobs and evaluation chunks both come through here.
+    """
+
+    def prepare(read: Callable[[], bytes]) -> np.ndarray | dict[str, str]:
+        try:
+            return preprocess(read(), metadata.input_size, metadata.scale, max_pixels)
+        except ImageRejected as exc:
+            return {"code": exc.code, "message": exc.message}
+        except StorageError as exc:
+            return {"code": "image_not_found", "message": str(exc)}
+
+    return list(_DECODERS.map(prepare, readers))
 
 
 def classify(
     jobs: list[PredictJob], runtime: ModelRuntime, storage: Storage, max_pixels: int
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
-    """Results and errors by job id; a bad image fails only its own job.
-
-    Images are read and decoded on a thread per core (Pillow releases the GIL while
-    decoding and resizing), then classified in one model call.
-    """
-    prepared = list(
-        _DECODERS.map(lambda job: _prepare(job, storage, runtime.metadata, max_pixels), jobs)
+    """Results and errors by job id; a bad image fails only its own job."""
+    prepared = prepare_all(
+        [partial(storage.read, job.image_key) for job in jobs], runtime.metadata, max_pixels
     )
     ready = [
         (job, array)

@@ -13,7 +13,8 @@ from common.heartbeat import start_heartbeat
 from common.jobs import JobStore
 from common.settings import Settings
 from common.storage import Storage, storage_from_settings
-from worker.celery import PREDICT_TASK, app
+from worker import evaluation
+from worker.celery import EVALUATE_CHUNK_TASK, EVALUATE_TASK, PREDICT_TASK, app
 from worker.conversion import accelerate
 from worker.inference import PredictJob, classify
 from worker.runtime import ModelRuntime, load_runtime
@@ -69,3 +70,19 @@ def predict(requests: list[SimpleRequest]) -> None:
     _Process.jobs.mark_running([job.job_id for job in jobs])
     results, errors = classify(jobs, _Process.runtime, _Process.storage, settings.max_image_pixels)
     _Process.jobs.finish(results, errors)
+
+
+@app.task(name=EVALUATE_TASK)
+def evaluate(job_id: str, dataset_key: str, split: str | None) -> None:
+    evaluation.start(
+        job_id, dataset_key, split, _Process.storage, _Process.jobs, settings,
+        submit_chunk=lambda *args: evaluate_chunk.apply_async(args=args),
+    )  # fmt: skip
+
+
+@app.task(name=EVALUATE_CHUNK_TASK)
+def evaluate_chunk(job_id: str, dataset_key: str, items: list[list]) -> None:
+    evaluation.run_chunk(
+        job_id, dataset_key, [(name, label) for name, label in items],
+        _Process.runtime, _Process.storage, _Process.jobs, settings,
+    )  # fmt: skip

@@ -1,0 +1,148 @@
+"""Labelled datasets as people ship them: class folders at any depth, optional splits.
+
+Used for zips by evaluation (read member by member, never extracted) and for
+folders by training, so both accept the same layouts and class-name aliases.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from common.labels import CLASSES, resolve_class
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+ARCHIVE_SUFFIXES = frozenset({".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".rar", ".7z"})
+SYSTEM_NAMES = frozenset({"__macosx", ".ds_store", "thumbs.db", "desktop.ini"})
+SPLIT_ALIASES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val",
+    "test": "test", "testing": "test",
+}  # fmt: skip
+
+
+class DatasetError(ValueError):
+    """A dataset the service refuses; ``code`` names the reason for clients."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    """Bounds that stop zip bombs before anything is decompressed."""
+
+    max_members: int = 100_000
+    max_uncompressed_bytes: int = 4 * 1024**3
+    max_compression_ratio: float = 100.0
+    max_member_bytes: int = 10 * 1024**2
+
+
+def label_and_split(path: PurePosixPath) -> tuple[str | None, str | None]:
+    """The class of the nearest class-named folder above ``path``, and its split."""
+    folders = path.parts[:-1]
+    label = next((resolve_class(part) for part in reversed(folders) if resolve_class(part)), None)
+    split = next(
+        (SPLIT_ALIASES[p.casefold()] for p in folders if p.casefold() in SPLIT_ALIASES), None
+    )
+    return label, split
+
+
+@dataclass
+class DatasetPlan:
+    """What to classify: ``(member name, class index)`` pairs, and what was left out."""
+
+    items: list[tuple[str, int]] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+    unmatched_folders: list[str] = field(default_factory=list)
+    splits: list[str] = field(default_factory=list)
+    split: str | None = None
+
+
+def _check_name(name: str) -> PurePosixPath:
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or "\\" in name or (name[1:3] == ":\\"):
+        raise DatasetError("unsafe_member_name", f"The zip member {name!r} escapes the archive.")
+    return path
+
+
+def _check_limits(members: list[zipfile.ZipInfo], limits: ZipLimits) -> None:
+    if len(members) > limits.max_members:
+        raise DatasetError(
+            "too_many_members",
+            f"The zip has {len(members)} members; the limit is {limits.max_members}.",
+        )
+    total = sum(member.file_size for member in members)
+    if total > limits.max_uncompressed_bytes:
+        raise DatasetError(
+            "too_large_uncompressed",
+            f"The zip would expand to {total} bytes; the limit is {limits.max_uncompressed_bytes}.",
+        )
+    for member in members:
+        ratio = member.file_size / max(member.compress_size, 1)
+        if ratio > limits.max_compression_ratio:
+            raise DatasetError(
+                "compression_ratio",
+                f"{member.filename!r} expands {ratio:.0f} times; the limit is "
+                f"{limits.max_compression_ratio:g} (a zip bomb?).",
+            )
+
+
+def plan_zip(archive: zipfile.ZipFile, limits: ZipLimits, split: str | None) -> DatasetPlan:
+    """Choose the images to evaluate from the central directory alone (no decompression)."""
+    members = [member for member in archive.infolist() if not member.is_dir()]
+    _check_limits(members, limits)
+    plan, by_split, unmatched = DatasetPlan(), {}, set()
+    for member in members:
+        path = _check_name(member.filename)
+        suffix = path.suffix.lower()
+        if any(part.casefold() in SYSTEM_NAMES or part.startswith("._") for part in path.parts):
+            plan.skipped["system_file"] += 1
+        elif suffix in ARCHIVE_SUFFIXES:
+            plan.skipped["nested_archive"] += 1
+        elif suffix not in IMAGE_SUFFIXES:
+            plan.skipped["not_an_image"] += 1
+        elif member.file_size > limits.max_member_bytes:
+            plan.skipped["image_too_large"] += 1
+        else:
+            label, member_split = label_and_split(path)
+            if label is None:
+                unmatched.add(path.parent.name or "(top level)")
+                plan.skipped["no_class_folder"] += 1
+            else:
+                by_split.setdefault(member_split, []).append(
+                    (member.filename, CLASSES.index(label))
+                )
+    plan.unmatched_folders = sorted(unmatched)
+    if not by_split:
+        raise DatasetError(
+            "no_matching_classes",
+            "No image sits in a folder named after a class "
+            f"({', '.join(CLASSES)} or their English names). Folders seen: "
+            f"{', '.join(plan.unmatched_folders) or 'none'}.",
+        )
+    plan.splits = sorted(s for s in by_split if s is not None)
+    plan.split = _choose_split(plan.splits, split)
+    plan.items = sorted(by_split.get(plan.split, []))
+    outside = sum(len(items) for name, items in by_split.items() if name != plan.split)
+    if outside:
+        plan.skipped["other_split"] += outside
+    return plan
+
+
+def _choose_split(available: list[str], requested: str | None) -> str | None:
+    """``requested``, or ``test`` when the zip has splits; ``None`` means all images."""
+    if requested is None and not available:
+        return None
+    chosen = SPLIT_ALIASES.get((requested or "test").casefold())
+    if chosen not in available:
+        raise DatasetError(
+            "split_not_found",
+            f"The zip has no {requested or 'test'!r} split; it has: "
+            f"{', '.join(available) or 'no splits'}.",
+        )
+    return chosen

@@ -1,0 +1,209 @@
+"""Evaluate the served model on a dataset zip, in chunks on a low-priority queue.
+
+``start`` reads only the zip's central directory, checks its limits, picks the
+images and enqueues one chunk task per ``eval_chunk_size`` images. Each chunk reads
+its members straight from the zip (nothing is extracted to disk), classifies them
+through the same decoding and model call as predictions, and records its labels
+in Redis. The chunk that completes the set computes the metrics (scikit-learn) and
+the confusion-matrix picture. A worker takes prediction jobs before chunks, so a
+large evaluation delays a photo by at most one chunk.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from collections import Counter
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from common.datasets import DatasetError, plan_zip
+from common.jobs import JobStore, utc_now
+from common.labels import CLASSES
+from common.settings import Settings
+from common.storage import Storage, StorageError
+from worker.inference import percent, prepare_all
+from worker.runtime import ModelRuntime
+
+Items = list[tuple[str, int]]
+
+
+def _open_zip(storage: Storage, dataset_key: str, settings: Settings) -> zipfile.ZipFile:
+    path = storage.local_path(dataset_key)
+    if path.stat().st_size > settings.max_dataset_bytes:
+        raise DatasetError(
+            "dataset_too_large", f"Datasets are limited to {settings.max_dataset_mb:g} MB."
+        )
+    try:
+        return zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise DatasetError("not_a_zip", "The dataset is not a readable zip file.") from exc
+
+
+def start(
+    job_id: str,
+    dataset_key: str,
+    split: str | None,
+    storage: Storage,
+    jobs: JobStore,
+    settings: Settings,
+    submit_chunk: Callable[[str, str, Items], None],
+) -> None:
+    """Plan the evaluation and enqueue its chunks; a refused dataset fails the job."""
+    try:
+        with _open_zip(storage, dataset_key, settings) as archive:
+            plan = plan_zip(archive, settings.zip_limits, split)
+    except (DatasetError, StorageError) as exc:
+        code = getattr(exc, "code", "dataset_not_found")
+        fail(jobs, job_id, code, getattr(exc, "message", str(exc)))
+        return
+    size = settings.eval_chunk_size
+    chunks = [plan.items[i : i + size] for i in range(0, len(plan.items), size)]
+    started = jobs.transition(
+        job_id,
+        ("queued",),
+        status="running",
+        started_at=utc_now(),
+        started_ts=time.time(),
+        total=len(plan.items),
+        done=0,
+        chunks_total=len(chunks),
+        chunks_done=0,
+        split=plan.split or "",
+        plan_skipped=json.dumps(dict(plan.skipped)),
+        unmatched_folders=json.dumps(plan.unmatched_folders),
+    )
+    for chunk in chunks if started else []:
+        submit_chunk(job_id, dataset_key, chunk)
+
+
+def run_chunk(
+    job_id: str,
+    dataset_key: str,
+    items: Items,
+    runtime: ModelRuntime,
+    storage: Storage,
+    jobs: JobStore,
+    settings: Settings,
+) -> None:
+    """Classify one chunk; the last chunk to finish writes the job's result."""
+    record = jobs.get(job_id)
+    if record is None or record["status"] != "running":
+        return
+    with _open_zip(storage, dataset_key, settings) as archive:
+        prepared = prepare_all(
+            [partial(archive.read, name) for name, _ in items],
+            runtime.metadata,
+            settings.max_image_pixels,
+        )
+    readable = [(label, array) for (_, label), array in zip(items, prepared, strict=True)
+                if isinstance(array, np.ndarray)]  # fmt: skip
+    predicted = (
+        runtime.predict(np.stack([array for _, array in readable])).argmax(axis=1).tolist()
+        if readable
+        else []
+    )
+    outcome = {
+        "y_true": [label for label, _ in readable],
+        "y_pred": predicted,
+        "skipped": {"unreadable_image": len(items) - len(readable)},
+    }
+    if jobs.add_chunk(job_id, outcome, images=len(items)) == int(record["chunks_total"]):
+        finish(job_id, jobs, runtime)
+
+
+def finish(job_id: str, jobs: JobStore, runtime: ModelRuntime) -> None:
+    record = jobs.get(job_id)
+    if record is None or record["status"] != "running":
+        return
+    outcomes = jobs.chunk_outcomes(job_id)
+    y_true = [label for outcome in outcomes for label in outcome["y_true"]]
+    y_pred = [label for outcome in outcomes for label in outcome["y_pred"]]
+    skipped = sum(
+        (Counter(outcome["skipped"]) for outcome in outcomes),
+        Counter(json.loads(record["plan_skipped"])),
+    )
+    if not y_true:
+        fail(jobs, job_id, "no_readable_images", "No image of the dataset was readable.")
+        return
+    result = metrics(y_true, y_pred) | {
+        "images": len(y_true),
+        "split": record.get("split") or None,
+        "skipped": {reason: count for reason, count in sorted(skipped.items()) if count},
+        "unmatched_folders": json.loads(record["unmatched_folders"]),
+        "model_version": runtime.metadata.version,
+        "duration_s": round(time.time() - float(record["started_ts"]), 2),
+    }
+    jobs.put_blob(job_id, "confusion.png", confusion_png(result["confusion_matrix"]["matrix"]))
+    jobs.transition(job_id, ("running",), status="succeeded", result=json.dumps(result),
+                    finished_at=utc_now())  # fmt: skip
+
+
+def fail(jobs: JobStore, job_id: str, code: str, message: str) -> None:
+    error = json.dumps({"code": code, "message": message})
+    jobs.transition(job_id, ("queued", "running"), status="failed", error=error,
+                    finished_at=utc_now())  # fmt: skip
+
+
+def metrics(y_true: list[int], y_pred: list[int]) -> dict[str, Any]:
+    """The seed's numbers (percent, macro averages) plus weighted, per class and the matrix."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    labels = list(range(len(CLASSES)))
+
+    def averaged(average: str) -> dict[str, float]:
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, average=average, zero_division=0
+        )
+        return {
+            "precision": percent(precision),
+            "recall": percent(recall),
+            "f1_score": percent(f1),
+        }
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average=None, zero_division=0
+    )
+    return {
+        "accuracy": percent(accuracy_score(y_true, y_pred)),
+        **averaged("macro"),
+        "average": "macro",
+        "weighted": averaged("weighted"),
+        "per_class": {
+            CLASSES[i]: {
+                "precision": percent(precision[i]),
+                "recall": percent(recall[i]),
+                "f1_score": percent(f1[i]),
+                "support": int(support[i]),
+            }
+            for i in labels
+        },
+        "confusion_matrix": {
+            "labels": list(CLASSES),
+            "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        },
+    }
+
+
+def confusion_png(matrix: list[list[int]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    figure, axes = plt.subplots(figsize=(6.5, 5.5), dpi=100)
+    ConfusionMatrixDisplay(np.array(matrix), display_labels=list(CLASSES)).plot(
+        ax=axes, cmap="Greens", colorbar=False
+    )
+    axes.set_title("Confusion matrix (rows: true, columns: predicted)")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
