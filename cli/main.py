@@ -52,6 +52,12 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from cli.evaluate import evaluate
+
+    return evaluate(args.dataset, args.api, args.split, args.output)
+
+
 def _bench(args: argparse.Namespace) -> int:
     from bench.run import main as bench_main
 
@@ -88,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--to", required=True, choices=["savedmodel", "onnx", "tflite"])
     export.add_argument("--output", type=Path, default=None)
     export.set_defaults(run=_export)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate the served model on a zip")
+    evaluate.add_argument("dataset", help="a local .zip or gs://BUCKET/key.zip")
+    evaluate.add_argument("--api", default=f"http://127.0.0.1:{default_port()}")
+    evaluate.add_argument("--split", default=None)
+    evaluate.add_argument("--output", type=Path, default=None, help="confusion matrix PNG")
+    evaluate.set_defaults(run=_evaluate)
 
     bench = commands.add_parser("bench", help="run the benchmark (python -m bench --help)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)

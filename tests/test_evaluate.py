@@ -143,3 +143,18 @@ def test_evaluate_a_zip_in_the_bucket(gcs_stack):
                             json={"dataset_url": "gs://ecosnap-test/datasets/none.zip"},
                             timeout=TIMEOUT)  # fmt: skip
     assert missing.status_code == 404
+
+
+def test_cli_shows_progress_prints_a_table_and_saves_the_picture(stack, tmp_path, capsys):
+    from cli.main import main
+
+    dataset = tmp_path / "data.zip"
+    dataset.write_bytes(dataset_zip(per_class=6))
+    picture = tmp_path / "cm.png"
+    code = main(["evaluate", str(dataset), "--api", stack.base_url, "--output", str(picture)])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert "100.0% 37/37 images" in err
+    assert "accuracy" in out and "Plastik" in out and "weighted" in out
+    assert "folders matching no class: bottles" in out
+    assert picture.read_bytes().startswith(b"\x89PNG")
