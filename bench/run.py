@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import io
+import itertools
 import json
 import os
 import statistics
 import tempfile
 import threading
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import requests
 from redis import Redis
 
 from cli.processes import free_port, http_ok, start_api, start_redis, start_worker, stop, wait_until
 from common.jobs import JobStore
+from common.labels import CLASSES
 from common.preprocessing import decode_for_model, preprocess
 from common.settings import Settings
 from training.synthetic import draw_photo, jpeg_bytes
@@ -35,8 +40,6 @@ SMALL, PHONE = (512, 384), (4000, 3000)
 
 
 def make_images(count: int, size: tuple[int, int], seed: int) -> list[bytes]:
-    from common.labels import CLASSES
-
     rng = np.random.default_rng(seed)
     return [jpeg_bytes(draw_photo(CLASSES[i % 6], rng, size)) for i in range(count)]
 
@@ -162,7 +165,52 @@ def over_http(port: int, small: list[bytes], clients: int, single: int) -> dict:
     }
 
 
-def stack_metrics(settings: Settings, small: list[bytes], clients: int, single: int) -> dict:
+def dataset_zip(images: list[bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index, data in enumerate(images):
+            archive.writestr(f"dataset/test/{CLASSES[index % 6]}/{index:05d}.jpg", data)
+    return buffer.getvalue()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def during_evaluation(port: int, archive: bytes, small: list[bytes], worker_pid: int) -> dict:
+    """One client's prediction latency while a dataset is evaluated, and the evaluation rate."""
+    base = f"http://127.0.0.1:{port}"
+    rss_before = rss_mb(worker_pid)
+    job_url = requests.post(f"{base}/evaluate", files={"file": ("d.zip", archive)},
+                            timeout=600).json()["status_url"]  # fmt: skip
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    latencies, peak_rss = [], rss_before
+    for index in itertools.count():
+        job = requests.get(job_url, timeout=30).json()
+        if job["status"] not in ("queued", "running"):
+            break
+        body, content_type = multipart(small[index % len(small)])
+        start = time.perf_counter()
+        connection.request("POST", "/predict?wait=30", body, {"Content-Type": content_type})
+        connection.getresponse().read()
+        latencies.append((time.perf_counter() - start) * 1000)
+        peak_rss = max(peak_rss, rss_mb(worker_pid))
+    latencies.sort()
+    return {
+        "p95_ms_predict_during_eval": latencies[int(0.95 * (len(latencies) - 1))],
+        "predictions_during_eval": len(latencies),
+        "eval_images": job["result"]["images"],
+        "eval_images_per_s": job["result"]["images"] / job["result"]["duration_s"],
+        "worker_rss_growth_mb": peak_rss - rss_before,
+    }
+
+
+def stack_metrics(
+    settings: Settings, small: list[bytes], archive: bytes, clients: int, single: int
+) -> dict:
     with tempfile.TemporaryDirectory() as var_dir:
         redis_process, redis_url = start_redis(Path(var_dir) / "redis")
         env = {
@@ -179,6 +227,7 @@ def stack_metrics(settings: Settings, small: list[bytes], clients: int, single: 
             wait_until(lambda: http_ok(f"{base}/health"), 180, "bench stack", worker)
             jobs = JobStore(Redis.from_url(redis_url), 600)
             result = over_http(port, small, clients, single)
+            result |= during_evaluation(port, archive, small, worker.pid)
             api_pids = [api.pid, *children(api.pid)]
             result |= {
                 "batch_sizes": jobs.batch_sizes(),
@@ -199,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phone-images", type=int, default=32, help="4000x3000 images")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--single", type=int, default=100, help="one-client requests")
+    parser.add_argument("--eval-images", type=int, default=2000, help="images in the eval zip")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -212,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         "batch_max_wait_ms": settings.batch_max_wait_ms,
     }
     results |= in_process(settings, small, phone, settings.batch_max_size)
-    results |= stack_metrics(settings, small, args.clients, args.single)
+    archive = dataset_zip(make_images(args.eval_images, SMALL, seed=3))
+    results |= stack_metrics(settings, small, archive, args.clients, args.single)
+    results["eval_vs_limit"] = results["eval_images_per_s"] / results["limit_images_per_s"]
     results["e2e_vs_limit"] = results["e2e_images_per_s"] / results["limit_images_per_s"]
     results["e2e_vs_naive"] = results["e2e_images_per_s"] / results["naive_images_per_s"]
     for name, value in results.items():

@@ -113,3 +113,16 @@ def test_oversized_member_is_skipped():
                     ZipLimits(max_member_bytes=len(IMAGE) + 100), None)  # fmt: skip
     assert [name for name, _ in plan.items] == ["Kaca/a.jpg"]
     assert plan.skipped["image_too_large"] == 1
+
+
+def test_a_damaged_member_reads_as_unreadable_not_as_a_crash():
+    from common.storage import StorageError
+    from worker.evaluation import _read_member
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("Kaca/a.jpg", IMAGE)
+    damaged = bytearray(buffer.getvalue())
+    damaged[damaged.index(IMAGE[:64]) + 100] ^= 0xFF
+    with pytest.raises(StorageError):
+        _read_member(zipfile.ZipFile(io.BytesIO(bytes(damaged))), "Kaca/a.jpg")

@@ -11,13 +11,16 @@ large evaluation delays a photo by at most one chunk.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import time
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,10 +42,28 @@ def _open_zip(storage: Storage, dataset_key: str, settings: Settings) -> zipfile
         raise DatasetError(
             "dataset_too_large", f"Datasets are limited to {settings.max_dataset_mb:g} MB."
         )
+    return _zip_at(path)
+
+
+@functools.lru_cache(maxsize=4)
+def _zip_at(path: Path) -> zipfile.ZipFile:
+    """Open each zip once per worker: its central directory is parsed once, not per chunk.
+
+    ``ZipFile`` serialises reads of its shared file handle, so the decoding threads
+    may read members concurrently.
+    """
     try:
         return zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
         raise DatasetError("not_a_zip", "The dataset is not a readable zip file.") from exc
+
+
+def _read_member(archive: zipfile.ZipFile, name: str) -> bytes:
+    """A member's bytes; a damaged member (bad CRC, truncated data) is just unreadable."""
+    try:
+        return archive.read(name)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise StorageError(f"{name}: {exc}") from exc
 
 
 def start(
@@ -56,8 +77,7 @@ def start(
 ) -> None:
     """Plan the evaluation and enqueue its chunks; a refused dataset fails the job."""
     try:
-        with _open_zip(storage, dataset_key, settings) as archive:
-            plan = plan_zip(archive, settings.zip_limits, split)
+        plan = plan_zip(_open_zip(storage, dataset_key, settings), settings.zip_limits, split)
     except (DatasetError, StorageError) as exc:
         code = getattr(exc, "code", "dataset_not_found")
         fail(jobs, job_id, code, getattr(exc, "message", str(exc)))
@@ -95,12 +115,16 @@ def run_chunk(
     record = jobs.get(job_id)
     if record is None or record["status"] != "running":
         return
-    with _open_zip(storage, dataset_key, settings) as archive:
+    try:
+        archive = _open_zip(storage, dataset_key, settings)
         prepared = prepare_all(
-            [partial(archive.read, name) for name, _ in items],
+            [partial(_read_member, archive, name) for name, _ in items],
             runtime.metadata,
             settings.max_image_pixels,
         )
+    except (DatasetError, StorageError) as exc:
+        fail(jobs, job_id, "dataset_unreadable", f"The dataset could not be read: {exc}")
+        return
     readable = [(label, array) for (_, label), array in zip(items, prepared, strict=True)
                 if isinstance(array, np.ndarray)]  # fmt: skip
     predicted = (

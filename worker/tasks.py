@@ -82,6 +82,10 @@ def evaluate(job_id: str, dataset_key: str, split: str | None) -> None:
 
 @app.task(name=EVALUATE_CHUNK_TASK)
 def evaluate_chunk(job_id: str, dataset_key: str, items: list[list]) -> None:
+    # Photos first: answer any predictions celery-batches is still holding for its
+    # next timer tick before this chunk occupies the worker. The solo pool runs
+    # this task on the consumer's own thread, where the buffer lives.
+    predict._do_flush()
     evaluation.run_chunk(
         job_id, dataset_key, [(name, label) for name, label in items],
         _Process.runtime, _Process.storage, _Process.jobs, settings,
