@@ -68,7 +68,16 @@ def stop_heartbeat(**_: object) -> None:
 def predict(requests: list[SimpleRequest]) -> None:
     jobs = [PredictJob(job_id=request.id, **request.kwargs) for request in requests]
     _Process.jobs.mark_running([job.job_id for job in jobs])
-    results, errors = classify(jobs, _Process.runtime, _Process.storage, settings.max_image_pixels)
+    try:
+        results, errors = classify(
+            jobs, _Process.runtime, _Process.storage, settings.max_image_pixels
+        )
+    except Exception:
+        # A failure of the model or storage itself: answer every waiting client
+        # rather than leave its job "running" until it expires, then let Celery log it.
+        error = {"code": "worker_error", "message": "The worker failed; the error is logged."}
+        _Process.jobs.finish({}, {job.job_id: error for job in jobs})
+        raise
     _Process.jobs.finish(results, errors)
 
 
