@@ -22,7 +22,6 @@ from typing import Any
 from redis import Redis
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 BATCH_SIZES_KEY = "ecosnap:stats:batch_sizes"
 _JSON_FIELDS = ("result", "error")
@@ -45,7 +44,8 @@ def new_job_id() -> str:
 
 
 class JobStore:
-    """Reads and writes job records; every write refreshes the record's expiry."""
+    """Reads and writes job records; a record expires ``ttl_s`` after it is created
+    and again after it finishes."""
 
     def __init__(self, redis: Redis, ttl_s: int) -> None:
         self.redis = redis
@@ -63,8 +63,8 @@ class JobStore:
             """
         )
 
-    def create(self, kind: str, job_id: str | None = None, **fields: str) -> str:
-        job_id = job_id or new_job_id()
+    def create(self, kind: str, **fields: str) -> str:
+        job_id = new_job_id()
         record = {"job_id": job_id, "kind": kind, "status": "queued", "created_at": utc_now()}
         with self.redis.pipeline() as pipe:
             pipe.hset(_key(job_id), mapping={**record, **fields})
@@ -102,7 +102,10 @@ class JobStore:
         pairs = [str(item) for pair in fields.items() for item in pair]
         moved = bool(self._transition(keys=[_key(job_id)], args=[f",{','.join(allowed)},", *pairs]))
         if moved and fields.get("status") in FINISHED:
-            self.redis.publish(_channel(job_id), fields["status"])
+            with self.redis.pipeline() as pipe:
+                pipe.expire(_key(job_id), self.ttl_s)
+                pipe.publish(_channel(job_id), fields["status"])
+                pipe.execute()
         return moved
 
     def cancel(self, job_id: str) -> bool:
