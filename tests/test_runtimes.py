@@ -86,3 +86,14 @@ def test_accelerated_path_serves_keras_through_onnx(tmp_path, reference):
 def test_unknown_model_format_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown model format"):
         model_format(tmp_path / "model.pt")
+
+
+def test_accelerated_path_falls_back_to_keras_when_conversion_fails(tmp_path, monkeypatch):
+    import worker.conversion
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("converter crashed")
+
+    monkeypatch.setattr(worker.conversion, "write_converted", broken)
+    keras_runtime = load_runtime(DEFAULT_MODEL_PATH)
+    assert accelerate(keras_runtime, tmp_path) is keras_runtime
