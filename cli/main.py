@@ -36,6 +36,7 @@ def _train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         version=args.version,
+        description=args.description,
     )
     print(
         f"Saved {args.output} (version {metadata.version}, sha256 {metadata.sha256[:12]}…, "
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--seed", type=int, default=DEMO_SEED)
     train.add_argument("--version", default=None)
+    train.add_argument("--description", default=None, help="for /model-info")
     train.set_defaults(run=_train)
 
     export = commands.add_parser("export", help="convert a Keras model, checked for parity")

@@ -39,6 +39,7 @@ def test_train_command_writes_a_model_that_serves(tmp_path):
     )
     metadata = ModelMetadata.for_model(output)
     assert metadata.version == "tiny-1"
+    assert metadata.description.startswith("Small CNN trained by `ecosnap train` on data")
     assert metadata.sha256 == file_sha256(output)
     assert metadata.classes == CLASSES and metadata.input_size == (128, 128)
 

@@ -63,6 +63,7 @@ def train(
     batch_size: int = 32,
     seed: int = 0,
     version: str | None = None,
+    description: str | None = None,
 ) -> ModelMetadata:
     """Train on ``data_dir`` (class folders) and write ``output`` (.h5) plus its metadata."""
     import keras
@@ -98,10 +99,8 @@ def train(
     model.save(output)
     metadata = ModelMetadata(
         version=version or time.strftime("%Y%m%d-%H%M%S"),
-        description=(
-            "Demo CNN trained on EcoSnap's procedurally drawn synthetic photos; "
-            "not a model of real rubbish."
-        ),
+        description=description
+        or f"Small CNN trained by `ecosnap train` on {data_dir.name} ({len(images)} images).",
         file=output.name,
         sha256=file_sha256(output),
         extra={
