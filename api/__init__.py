@@ -14,12 +14,11 @@ from common.jobs import JobStore
 from common.settings import Settings
 from common.storage import storage_from_settings
 
-MULTIPART_OVERHEAD_BYTES = 64 * 1024
-
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Application factory; ``test_config`` may hold ``SETTINGS`` (a ``Settings``)."""
     from api import errors, evaluate, health, jobs, model_info, predict, uploads
+    from api.inputs import MULTIPART_OVERHEAD_BYTES
     from worker.celery import app as celery_app
     from worker.celery import celery_config
 
@@ -37,7 +36,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     celery_app.conf.update(celery_config(settings))
     app.extensions["ecosnap"] = {
-        "redis": redis,
         # /health must answer within a second even when Redis hangs.
         "health_redis": Redis.from_url(
             settings.redis_url, socket_connect_timeout=0.3, socket_timeout=0.3

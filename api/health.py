@@ -18,16 +18,16 @@ def health():
         redis.ping()
         workers = live_workers(redis)
     except RedisError as exc:
-        return _unavailable(["redis"], f"Redis does not answer: {exc}", [])
+        return _unavailable(["redis"], f"Redis does not answer: {exc}")
     if not workers:
-        return _unavailable(["workers"], "No worker with a loaded model is alive.", [])
+        return _unavailable(["workers"], "No worker with a loaded model is alive.")
     return {"status": "ok", "redis": "up", "workers": workers}
 
 
-def _unavailable(down: list[str], message: str, workers: list):
+def _unavailable(down: list[str], message: str):
     return {
         "status": "unavailable",
         "down": down,
-        "workers": workers,
+        "workers": [],
         "error": {"code": "unavailable", "message": message},
     }, 503

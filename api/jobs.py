@@ -16,7 +16,8 @@ PUBLIC_FIELDS = ("job_id", "kind", "status", "created_at", "started_at", "finish
 
 
 def progress(record: dict[str, Any]) -> dict[str, Any] | None:
-    """Images done and total, percent, rate and time left of a running evaluation."""
+    """Images done and total, percent, rate and time left of an evaluation once it has
+    started; the rate and time left only mean something while it runs."""
     if "total" not in record:
         return None
     done, total = int(record["done"]), int(record["total"])

@@ -6,12 +6,11 @@ from flask import Blueprint, request, url_for
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from api import services
+from api import inputs, services
 from api.errors import APIError
 from api.jobs import job_view
 from common.labels import DEFAULT_LANGUAGE, LANGUAGES
 from common.preprocessing import ALLOWED_FORMATS, FILE_EXTENSIONS, ImageRejected, verify_image
-from common.storage import bucket_key_from_url
 from worker.celery import PREDICT_TASK
 
 bp = Blueprint("predict", __name__)
@@ -41,19 +40,6 @@ def wait_seconds() -> float:
     return value
 
 
-def requested_url() -> str | None:
-    if request.is_json:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise APIError(400, "invalid_json", "The JSON body must be an object.")
-        url = body.get("url")
-    else:
-        url = request.form.get("url")
-    if url is not None and (not isinstance(url, str) or not url.strip()):
-        raise APIError(400, "invalid_url", "url must be a non-empty string.")
-    return url
-
-
 def store_upload(upload: FileStorage) -> tuple[str, str]:
     """Check the uploaded photo and store it under a generated name."""
     settings = services.settings()
@@ -69,34 +55,20 @@ def store_upload(upload: FileStorage) -> tuple[str, str]:
     return key, storage.public_url(key, request.host_url)
 
 
-def locate_bucket_object(url: str) -> tuple[str, str]:
-    """Check that ``url`` names an existing object of the configured bucket."""
-    settings = services.settings()
-    try:
-        key = bucket_key_from_url(url, settings.gcs_bucket)
-    except ValueError as exc:
-        raise APIError(400, "url_not_allowed", str(exc)) from exc
-    storage = services.storage()
-    size = storage.size(key)
-    if size is None:
-        raise APIError(404, "image_not_found", f"gs://{settings.gcs_bucket}/{key} does not exist.")
-    if size > settings.max_upload_bytes:
-        raise RequestEntityTooLarge()
-    return key, storage.public_url(key, request.host_url)
-
-
 @bp.post("/predict")
 def predict():
+    settings = services.settings()
     lang = language()
     wait_s = wait_seconds()
     upload = request.files.get("file")
-    url = requested_url()
+    url = inputs.url_field("url")
     if upload is not None and url is not None:
         raise APIError(400, "ambiguous_input", "Send either a file or a url, not both.")
     if upload is not None:
         image_key, image_url = store_upload(upload)
     elif url is not None:
-        image_key, image_url = locate_bucket_object(url)
+        image_key = inputs.bucket_object(url, settings.max_upload_bytes, "image_not_found")
+        image_url = services.storage().public_url(image_key, request.host_url)
     else:
         raise APIError(
             400, "missing_field", "Send the photo as multipart field 'file' or a bucket 'url'."
@@ -113,7 +85,10 @@ def predict():
     if record is None:
         return queued_response(job_id)
     if record["status"] == "failed":
-        raise APIError(422, record["error"]["code"], record["error"]["message"], job_id=job_id)
+        error = record["error"]
+        # A worker failure is the service's fault; anything else is about the image.
+        status = 503 if error["code"] == "worker_error" else 422
+        raise APIError(status, error["code"], error["message"], job_id=job_id)
     return record["result"], 200
 
 

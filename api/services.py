@@ -19,10 +19,6 @@ def settings() -> Settings:
     return current_app.config["SETTINGS"]
 
 
-def redis() -> Redis:
-    return current_app.extensions["ecosnap"]["redis"]
-
-
 def health_redis() -> Redis:
     return current_app.extensions["ecosnap"]["health_redis"]
 

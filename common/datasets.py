@@ -65,7 +65,7 @@ class DatasetPlan:
 
 def _check_name(name: str) -> PurePosixPath:
     path = PurePosixPath(name)
-    if path.is_absolute() or ".." in path.parts or "\\" in name or (name[1:3] == ":\\"):
+    if path.is_absolute() or ".." in path.parts or "\\" in name or name[1:2] == ":":
         raise DatasetError("unsafe_member_name", f"The zip member {name!r} escapes the archive.")
     return path
 

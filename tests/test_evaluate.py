@@ -114,6 +114,12 @@ def test_bad_evaluate_requests(client, settings):
     not_zip = client.post("/evaluate", data={"file": (io.BytesIO(b"hello"), "d.zip")},
                           content_type="multipart/form-data")  # fmt: skip
     assert not_zip.status_code == 415
+    both = client.post(
+        "/evaluate",
+        data={"file": (io.BytesIO(b"PK\x03\x04"), "d.zip"), "dataset_url": "gs://b/d.zip"},
+        content_type="multipart/form-data",
+    )
+    assert both.status_code == 400 and both.get_json()["error"]["code"] == "ambiguous_input"
     outside = client.post("/evaluate", json={"dataset_url": "https://example.com/d.zip"})
     assert outside.status_code == 400 and outside.get_json()["error"]["code"] == "url_not_allowed"
     small = create_app({"TESTING": True, "SETTINGS": replace(settings, max_dataset_mb=0.01)})

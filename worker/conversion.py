@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def accelerate(runtime: ModelRuntime, cache_dir: Path) -> ModelRuntime:
     onnx_path = cache_dir / f"{runtime.metadata.sha256}.onnx"
     try:
         if not onnx_path.exists():
-            partial = onnx_path.with_suffix(f".{id(runtime)}.part.onnx")
+            partial = onnx_path.with_suffix(f".{uuid.uuid4().hex}.part.onnx")
             write_converted(runtime.model, "onnx", partial)
             partial.replace(onnx_path)
         candidate = OnnxRuntime(onnx_path, runtime.metadata)

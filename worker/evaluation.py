@@ -18,7 +18,8 @@ import time
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,17 @@ def _zip_at(path: Path) -> zipfile.ZipFile:
 
 
 def _read_member(archive: zipfile.ZipFile, name: str) -> bytes:
-    """A member's bytes; a damaged member (bad CRC, truncated data) is just unreadable."""
+    """A member's bytes; a damaged, encrypted or oddly compressed member is just unreadable."""
     try:
         return archive.read(name)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        OSError,
+        RuntimeError,
+        NotImplementedError,
+    ) as exc:
         raise StorageError(f"{name}: {exc}") from exc
 
 
@@ -166,6 +174,16 @@ def finish(job_id: str, jobs: JobStore, runtime: ModelRuntime) -> None:
     jobs.put_blob(job_id, "confusion.png", confusion_png(result["confusion_matrix"]["matrix"]))
     jobs.transition(job_id, ("running",), status="succeeded", result=json.dumps(result),
                     finished_at=utc_now())  # fmt: skip
+
+
+@contextmanager
+def failing_job_on_error(jobs: JobStore, job_id: str) -> Iterator[None]:
+    """Any unexpected error fails the job (so it never stays "running"), then propagates."""
+    try:
+        yield
+    except Exception:
+        fail(jobs, job_id, "worker_error", "The worker failed; the error is logged.")
+        raise
 
 
 def fail(jobs: JobStore, job_id: str, code: str, message: str) -> None:

@@ -83,10 +83,11 @@ def predict(requests: list[SimpleRequest]) -> None:
 
 @app.task(name=EVALUATE_TASK)
 def evaluate(job_id: str, dataset_key: str, split: str | None) -> None:
-    evaluation.start(
-        job_id, dataset_key, split, _Process.storage, _Process.jobs, settings,
-        submit_chunk=lambda *args: evaluate_chunk.apply_async(args=args),
-    )  # fmt: skip
+    with evaluation.failing_job_on_error(_Process.jobs, job_id):
+        evaluation.start(
+            job_id, dataset_key, split, _Process.storage, _Process.jobs, settings,
+            submit_chunk=lambda *args: evaluate_chunk.apply_async(args=args),
+        )  # fmt: skip
 
 
 @app.task(name=EVALUATE_CHUNK_TASK)
@@ -95,7 +96,8 @@ def evaluate_chunk(job_id: str, dataset_key: str, items: list[list]) -> None:
     # next timer tick before this chunk occupies the worker. The solo pool runs
     # this task on the consumer's own thread, where the buffer lives.
     predict._do_flush()
-    evaluation.run_chunk(
-        job_id, dataset_key, [(name, label) for name, label in items],
-        _Process.runtime, _Process.storage, _Process.jobs, settings,
-    )  # fmt: skip
+    with evaluation.failing_job_on_error(_Process.jobs, job_id):
+        evaluation.run_chunk(
+            job_id, dataset_key, [(name, label) for name, label in items],
+            _Process.runtime, _Process.storage, _Process.jobs, settings,
+        )  # fmt: skip
