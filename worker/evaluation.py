@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import json
 import time
 import zipfile
@@ -31,10 +32,11 @@ from common.jobs import JobStore, utc_now
 from common.labels import CLASSES
 from common.settings import Settings
 from common.storage import Storage, StorageError
-from worker.inference import percent, prepare_all
+from worker.inference import percent, prepare_each
 from worker.runtime import ModelRuntime
 
 Items = list[tuple[str, int]]
+SUB_BATCH = 16
 
 
 def _open_zip(storage: Storage, dataset_key: str, settings: Settings) -> zipfile.ZipFile:
@@ -125,25 +127,31 @@ def run_chunk(
         return
     try:
         archive = _open_zip(storage, dataset_key, settings)
-        prepared = prepare_all(
-            [partial(_read_member, archive, name) for name, _ in items],
-            runtime.metadata,
-            settings.max_image_pixels,
-        )
     except (DatasetError, StorageError) as exc:
         fail(jobs, job_id, "dataset_unreadable", f"The dataset could not be read: {exc}")
         return
-    readable = [(label, array) for (_, label), array in zip(items, prepared, strict=True)
-                if isinstance(array, np.ndarray)]  # fmt: skip
-    predicted = (
-        runtime.predict(np.stack([array for _, array in readable])).argmax(axis=1).tolist()
-        if readable
-        else []
+    prepared = prepare_each(
+        [partial(_read_member, archive, name) for name, _ in items],
+        runtime.metadata,
+        settings.max_image_pixels,
     )
+    y_true: list[int] = []
+    y_pred: list[int] = []
+    # The model runs on each sub-batch as soon as it is decoded while the decoding
+    # threads go on with the next one, so decoding and inference overlap.
+    for start in range(0, len(items), SUB_BATCH):
+        group = items[start : start + SUB_BATCH]
+        readable = [(label, array) for (_, label), array
+                    in zip(group, itertools.islice(prepared, len(group)), strict=True)
+                    if isinstance(array, np.ndarray)]  # fmt: skip
+        if readable:
+            y_true += [label for label, _ in readable]
+            batch = np.stack([array for _, array in readable])
+            y_pred += runtime.predict(batch).argmax(axis=1).tolist()
     outcome = {
-        "y_true": [label for label, _ in readable],
-        "y_pred": predicted,
-        "skipped": {"unreadable_image": len(items) - len(readable)},
+        "y_true": y_true,
+        "y_pred": y_pred,
+        "skipped": {"unreadable_image": len(items) - len(y_true)},
     }
     if jobs.add_chunk(job_id, outcome, images=len(items)) == int(record["chunks_total"]):
         finish(job_id, jobs, runtime)

@@ -6,7 +6,7 @@ Plain functions, so the Celery task stays a thin wrapper and tests can call them
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -57,13 +57,15 @@ def describe(probabilities: np.ndarray, job: PredictJob, runtime: ModelRuntime) 
     }
 
 
-def prepare_all(
+def prepare_each(
     readers: list[Callable[[], bytes]], metadata: ModelMetadata, max_pixels: int
-) -> list[np.ndarray | dict[str, str]]:
-    """Model inputs, or the error for each image, read and decoded on a thread per core.
+) -> Iterator[np.ndarray | dict[str, str]]:
+    """Model inputs, or the error for each image, in order, decoded on a thread per core.
 
     Pillow releases the GIL while decoding and resizing, so the threads use every
-    core; prediction jobs and evaluation chunks both come through here.
+    core. All images are submitted at once and the iterator yields each as soon as it
+    is ready, so a caller can run the model on the first ones while the rest decode.
+    Prediction jobs and evaluation chunks both come through here.
     """
 
     def prepare(read: Callable[[], bytes]) -> np.ndarray | dict[str, str]:
@@ -74,15 +76,17 @@ def prepare_all(
         except StorageError as exc:
             return {"code": "image_not_found", "message": str(exc)}
 
-    return list(_DECODERS.map(prepare, readers))
+    return _DECODERS.map(prepare, readers)
 
 
 def classify(
     jobs: list[PredictJob], runtime: ModelRuntime, storage: Storage, max_pixels: int
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
     """Results and errors by job id; a bad image fails only its own job."""
-    prepared = prepare_all(
-        [partial(storage.read, job.image_key) for job in jobs], runtime.metadata, max_pixels
+    prepared = list(
+        prepare_each(
+            [partial(storage.read, job.image_key) for job in jobs], runtime.metadata, max_pixels
+        )
     )
     ready = [
         (job, array)
