@@ -9,6 +9,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from api import inputs, services
 from api.errors import APIError
 from api.jobs import job_view
+from common.jobs import WORKER_ERROR
 from common.labels import DEFAULT_LANGUAGE, LANGUAGES
 from common.preprocessing import ALLOWED_FORMATS, FILE_EXTENSIONS, ImageRejected, verify_image
 from worker.celery import PREDICT_TASK
@@ -87,7 +88,7 @@ def predict():
     if record["status"] == "failed":
         error = record["error"]
         # A worker failure is the service's fault; anything else is about the image.
-        status = 503 if error["code"] == "worker_error" else 422
+        status = 503 if error["code"] == WORKER_ERROR["code"] else 422
         raise APIError(status, error["code"], error["message"], job_id=job_id)
     return record["result"], 200
 

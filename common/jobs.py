@@ -24,6 +24,8 @@ from redis import Redis
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 BATCH_SIZES_KEY = "ecosnap:stats:batch_sizes"
+# The error of a job the worker itself failed (not its input); the API answers it 503.
+WORKER_ERROR = {"code": "worker_error", "message": "The worker failed; the error is logged."}
 _JSON_FIELDS = ("result", "error")
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from common.datasets import DatasetError, plan_zip
-from common.jobs import JobStore, utc_now
+from common.jobs import WORKER_ERROR, JobStore, utc_now
 from common.labels import CLASSES
 from common.settings import Settings
 from common.storage import Storage, StorageError
@@ -88,9 +88,11 @@ def start(
     """Plan the evaluation and enqueue its chunks; a refused dataset fails the job."""
     try:
         plan = plan_zip(_open_zip(storage, dataset_key, settings), settings.zip_limits, split)
-    except (DatasetError, StorageError) as exc:
-        code = getattr(exc, "code", "dataset_not_found")
-        fail(jobs, job_id, code, getattr(exc, "message", str(exc)))
+    except DatasetError as exc:
+        fail(jobs, job_id, exc.code, exc.message)
+        return
+    except StorageError as exc:
+        fail(jobs, job_id, "dataset_not_found", str(exc))
         return
     size = settings.eval_chunk_size
     chunks = [plan.items[i : i + size] for i in range(0, len(plan.items), size)]
@@ -190,7 +192,7 @@ def failing_job_on_error(jobs: JobStore, job_id: str) -> Iterator[None]:
     try:
         yield
     except Exception:
-        fail(jobs, job_id, "worker_error", "The worker failed; the error is logged.")
+        fail(jobs, job_id, **WORKER_ERROR)
         raise
 
 

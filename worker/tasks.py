@@ -10,7 +10,7 @@ from celery_batches import Batches, SimpleRequest
 from redis import Redis
 
 from common.heartbeat import start_heartbeat
-from common.jobs import JobStore
+from common.jobs import WORKER_ERROR, JobStore
 from common.settings import Settings
 from common.storage import Storage, storage_from_settings
 from worker import evaluation
@@ -75,8 +75,7 @@ def predict(requests: list[SimpleRequest]) -> None:
     except Exception:
         # A failure of the model or storage itself: answer every waiting client
         # rather than leave its job "running" until it expires, then let Celery log it.
-        error = {"code": "worker_error", "message": "The worker failed; the error is logged."}
-        _Process.jobs.finish({}, {job.job_id: error for job in jobs})
+        _Process.jobs.finish({}, {job.job_id: WORKER_ERROR for job in jobs})
         raise
     _Process.jobs.finish(results, errors)
 
