@@ -11,13 +11,14 @@ from flask import Flask
 from redis import Redis
 
 from common.jobs import JobStore
+from common.registry import ModelRegistry
 from common.settings import Settings
 from common.storage import storage_from_settings
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Application factory; ``test_config`` may hold ``SETTINGS`` (a ``Settings``)."""
-    from api import errors, evaluate, health, jobs, model_info, predict, uploads
+    from api import errors, evaluate, health, jobs, model_info, models, predict, uploads
     from api.inputs import MULTIPART_OVERHEAD_BYTES
     from worker.celery import app as celery_app
     from worker.celery import celery_config
@@ -35,6 +36,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
     )
     celery_app.conf.update(celery_config(settings))
+    registry = ModelRegistry(settings.registry_dir, settings.model_name)
+    registry.import_configured(settings.model_path)
     app.extensions["ecosnap"] = {
         # /health must answer within a second even when Redis hangs.
         "health_redis": Redis.from_url(
@@ -43,9 +46,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         "jobs": JobStore(redis, settings.result_ttl_s),
         "storage": storage_from_settings(settings),
         "celery": celery_app,
+        "registry": registry,
     }
 
     errors.register(app)
-    for blueprint in (predict.bp, evaluate.bp, jobs.bp, model_info.bp, health.bp, uploads.bp):
+    for blueprint in (
+        predict.bp, evaluate.bp, jobs.bp, model_info.bp, models.bp, health.bp, uploads.bp
+    ):  # fmt: skip
         app.register_blueprint(blueprint)
     return app

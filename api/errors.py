@@ -7,6 +7,8 @@ import logging
 from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from common.registry import RegistryError
+
 log = logging.getLogger(__name__)
 
 
@@ -27,19 +29,21 @@ def error_response(status: int, code: str, message: str, **extra: object):
 
 def file_too_large():
     settings = current_app.config["SETTINGS"]
-    if request.endpoint == "evaluate.evaluate":
-        return error_response(
-            413, "file_too_large", f"Datasets are limited to {settings.max_dataset_mb:g} MB."
-        )
-    return error_response(
-        413, "file_too_large", f"Files are limited to {settings.max_upload_mb:g} MB."
-    )
+    what, limit_mb = {
+        "evaluate.evaluate": ("Datasets", settings.max_dataset_mb),
+        "models.upload_model": ("Model files", settings.max_model_mb),
+    }.get(request.endpoint, ("Files", settings.max_upload_mb))
+    return error_response(413, "file_too_large", f"{what} are limited to {limit_mb:g} MB.")
 
 
 def register(app: Flask) -> None:
     @app.errorhandler(APIError)
     def api_error(exc: APIError):
         return error_response(exc.status, exc.code, exc.message, **exc.extra)
+
+    @app.errorhandler(RegistryError)
+    def registry_error(exc: RegistryError):
+        return error_response(exc.status, exc.code, exc.message)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: RequestEntityTooLarge):

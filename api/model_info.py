@@ -1,18 +1,18 @@
-"""``GET /model-info``: the served model, from its metadata file (no model loading)."""
+"""``GET /model-info``: the active model version, from its metadata (no model loading)."""
 
 from __future__ import annotations
 
 from flask import Blueprint
 
 from api import services
-from common.model_metadata import ModelMetadata
 
 bp = Blueprint("model_info", __name__)
 
 
 @bp.get("/model-info")
 def model_info():
-    metadata = ModelMetadata.for_model(services.settings().model_path)
+    registry = services.registry()
+    metadata = registry.metadata(registry.active_version())
     return {
         "model": metadata.format_name,
         "description": metadata.description,

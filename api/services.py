@@ -9,6 +9,7 @@ from flask import current_app
 from redis import Redis
 
 from common.jobs import JobStore, JobWaiter
+from common.registry import ModelRegistry
 from common.settings import Settings
 from common.storage import Storage
 
@@ -38,6 +39,10 @@ def waiter() -> JobWaiter:
         if "waiter" not in services:
             services["waiter"] = JobWaiter(services["jobs"])
     return services["waiter"]
+
+
+def registry() -> ModelRegistry:
+    return current_app.extensions["ecosnap"]["registry"]
 
 
 def celery() -> Celery:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-
-from common.settings import DEFAULT_MODEL_PATH
 
 DEMO_SEED = 0
 DEMO_IMAGES_PER_CLASS = 300
-DEMO_EPOCHS = 12
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -27,20 +25,38 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.train import train
+    import time
 
-    metadata = train(
-        args.data,
-        args.output,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        version=args.version,
-        description=args.description,
-    )
+    from common.datasets import DatasetError
+    from common.settings import Settings
+    from training.train import report_dir_for, train
+
+    version = args.version or time.strftime("%Y%m%d-%H%M%S")
+    output = args.output or Path("var") / "trained" / version / "model.h5"
+    try:
+        metadata = train(
+            args.data,
+            output,
+            architecture=args.architecture,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            patience=args.patience,
+            seed=args.seed,
+            weights=args.weights,
+            augment=args.augment,
+            version=version,
+            description=args.description,
+            limits=Settings.from_env().zip_limits,
+        )
+    except DatasetError as exc:
+        print(f"ecosnap train: {exc.message}", file=sys.stderr)
+        return 2
+    test = metadata.extra["test_metrics"]
     print(
-        f"Saved {args.output} (version {metadata.version}, sha256 {metadata.sha256[:12]}…, "
-        f"validation accuracy {metadata.extra['validation_accuracy']}%)"
+        f"Saved {output} and {output.with_suffix('.keras')} (version {metadata.version}), "
+        f"report in {report_dir_for(output)}/\n"
+        f"Test split ({test['images']} images): accuracy {test['accuracy']}%, "
+        f"macro F1 {test['f1_score']}%"
     )
     return 0
 
@@ -67,6 +83,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from cli.up import default_port
+    from training.architectures import ARCHITECTURES
 
     parser = argparse.ArgumentParser(prog="ecosnap", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -81,12 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=DEMO_SEED)
     demo.set_defaults(run=_demo_data)
 
-    train = commands.add_parser("train", help="train a model on a folder of class folders")
-    train.add_argument("data", type=Path)
-    train.add_argument("--output", type=Path, default=DEFAULT_MODEL_PATH)
-    train.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
+    train = commands.add_parser(
+        "train", help="train a model on a folder or zip of class folders, or kaggle:OWNER/DATASET"
+    )
+    train.add_argument("data", help="a folder, a .zip, or kaggle:OWNER/DATASET[/versions/N]")
+    train.add_argument(
+        "--output", type=Path, default=None, help="the .h5 path (default var/trained/VERSION/)"
+    )
+    train.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="small_cnn")
+    train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--patience", type=int, default=5, help="early stopping, in epochs")
     train.add_argument("--seed", type=int, default=DEMO_SEED)
+    train.add_argument("--weights", type=Path, default=None, help="start from a local file")
+    train.add_argument(
+        "--no-augment", dest="augment", action="store_false", help="train without augmentation"
+    )
     train.add_argument("--version", default=None)
     train.add_argument("--description", default=None, help="for /model-info")
     train.set_defaults(run=_train)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from common.labels import CLASSES, resolve_class
 
@@ -53,6 +53,52 @@ def label_and_split(path: PurePosixPath) -> tuple[str | None, str | None]:
 
 
 @dataclass
+class DatasetCatalog:
+    """Every labelled image of a dataset by split (``None``: no split folder), and the rest."""
+
+    by_split: dict[str | None, list[tuple[str, int]]] = field(default_factory=dict)
+    skipped: Counter = field(default_factory=Counter)
+    unmatched_folders: list[str] = field(default_factory=list)
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted(split for split in self.by_split if split is not None)
+
+    def add(self, name: str, size: int, max_member_bytes: int) -> None:
+        """File one member (a zip member or a file under a folder) by its path alone."""
+        path = _check_name(name)
+        suffix = path.suffix.lower()
+        if any(part.casefold() in SYSTEM_NAMES or part.startswith("._") for part in path.parts):
+            self.skipped["system_file"] += 1
+        elif suffix in ARCHIVE_SUFFIXES:
+            self.skipped["nested_archive"] += 1
+        elif suffix not in IMAGE_SUFFIXES:
+            self.skipped["not_an_image"] += 1
+        elif size > max_member_bytes:
+            self.skipped["image_too_large"] += 1
+        else:
+            label, split = label_and_split(path)
+            if label is None:
+                folder = path.parent.name or "(top level)"
+                if folder not in self.unmatched_folders:
+                    self.unmatched_folders.append(folder)
+                self.skipped["no_class_folder"] += 1
+            else:
+                self.by_split.setdefault(split, []).append((name, CLASSES.index(label)))
+
+    def require_images(self) -> None:
+        """Refuse a dataset in which no image sits in a class folder."""
+        self.unmatched_folders.sort()
+        if not self.by_split:
+            raise DatasetError(
+                "no_matching_classes",
+                "No image sits in a folder named after a class "
+                f"({', '.join(CLASSES)} or their English names). Folders seen: "
+                f"{', '.join(self.unmatched_folders) or 'none'}.",
+            )
+
+
+@dataclass
 class DatasetPlan:
     """What to classify: ``(member name, class index)`` pairs, and what was left out."""
 
@@ -92,43 +138,37 @@ def _check_limits(members: list[zipfile.ZipInfo], limits: ZipLimits) -> None:
             )
 
 
-def plan_zip(archive: zipfile.ZipFile, limits: ZipLimits, split: str | None) -> DatasetPlan:
-    """Choose the images to evaluate from the central directory alone (no decompression)."""
+def catalog_zip(archive: zipfile.ZipFile, limits: ZipLimits) -> DatasetCatalog:
+    """File a zip's images from its central directory alone (no decompression)."""
     members = [member for member in archive.infolist() if not member.is_dir()]
     _check_limits(members, limits)
-    plan, by_split, unmatched = DatasetPlan(), {}, set()
+    catalog = DatasetCatalog()
     for member in members:
-        path = _check_name(member.filename)
-        suffix = path.suffix.lower()
-        if any(part.casefold() in SYSTEM_NAMES or part.startswith("._") for part in path.parts):
-            plan.skipped["system_file"] += 1
-        elif suffix in ARCHIVE_SUFFIXES:
-            plan.skipped["nested_archive"] += 1
-        elif suffix not in IMAGE_SUFFIXES:
-            plan.skipped["not_an_image"] += 1
-        elif member.file_size > limits.max_member_bytes:
-            plan.skipped["image_too_large"] += 1
-        else:
-            label, member_split = label_and_split(path)
-            if label is None:
-                unmatched.add(path.parent.name or "(top level)")
-                plan.skipped["no_class_folder"] += 1
-            else:
-                by_split.setdefault(member_split, []).append(
-                    (member.filename, CLASSES.index(label))
-                )
-    plan.unmatched_folders = sorted(unmatched)
-    if not by_split:
-        raise DatasetError(
-            "no_matching_classes",
-            "No image sits in a folder named after a class "
-            f"({', '.join(CLASSES)} or their English names). Folders seen: "
-            f"{', '.join(plan.unmatched_folders) or 'none'}.",
-        )
-    plan.splits = sorted(s for s in by_split if s is not None)
-    plan.split = _choose_split(plan.splits, split)
-    plan.items = sorted(by_split.get(plan.split, []))
-    outside = sum(len(items) for name, items in by_split.items() if name != plan.split)
+        catalog.add(member.filename, member.file_size, limits.max_member_bytes)
+    catalog.require_images()
+    return catalog
+
+
+def catalog_folder(root: Path, max_member_bytes: int) -> DatasetCatalog:
+    """File a folder's images by their paths relative to ``root``, in the zip's way."""
+    catalog = DatasetCatalog()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        catalog.add(path.relative_to(root).as_posix(), path.stat().st_size, max_member_bytes)
+    catalog.require_images()
+    return catalog
+
+
+def plan_zip(archive: zipfile.ZipFile, limits: ZipLimits, split: str | None) -> DatasetPlan:
+    """Choose the images of one split to evaluate."""
+    catalog = catalog_zip(archive, limits)
+    plan = DatasetPlan(
+        skipped=catalog.skipped,
+        unmatched_folders=catalog.unmatched_folders,
+        splits=catalog.splits,
+        split=_choose_split(catalog.splits, split),
+    )
+    plan.items = sorted(catalog.by_split.get(plan.split, []))
+    outside = sum(len(items) for name, items in catalog.by_split.items() if name != plan.split)
     if outside:
         plan.skipped["other_split"] += outside
     return plan

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from redis import Redis, RedisError
@@ -23,16 +24,19 @@ def beat(redis: Redis, name: str, info: dict[str, Any], interval_s: float) -> No
 
 
 def start_heartbeat(
-    redis: Redis, name: str, info: dict[str, Any], interval_s: float
+    redis: Redis, name: str, info: Callable[[], dict[str, Any]], interval_s: float
 ) -> threading.Event:
-    """Beat now and then in a daemon thread until the returned event is set."""
+    """Beat now and then in a daemon thread until the returned event is set.
+
+    ``info`` is called at every beat, so a worker that switches models says so.
+    """
     stop = threading.Event()
-    beat(redis, name, info, interval_s)
+    beat(redis, name, info(), interval_s)
 
     def run() -> None:
         while not stop.wait(interval_s):
             try:
-                beat(redis, name, info, interval_s)
+                beat(redis, name, info(), interval_s)
             except RedisError:
                 continue
 

@@ -110,6 +110,12 @@ class JobStore:
                 pipe.execute()
         return moved
 
+    def fail(self, job_id: str, code: str, message: str) -> None:
+        """Fail an unfinished job with a client-facing error."""
+        error = json.dumps({"code": code, "message": message})
+        self.transition(job_id, ("queued", "running"), status="failed", error=error,
+                        finished_at=utc_now())  # fmt: skip
+
     def cancel(self, job_id: str) -> bool:
         """Mark an unfinished job cancelled; ``False`` if it had already finished."""
         return self.transition(

@@ -37,6 +37,19 @@ class Settings:
     max_dataset_members: int = 100_000
     max_compression_ratio: float = 100.0
     eval_chunk_size: int = 32
+    registry_root: Path | None = None
+    model_name: str = "waste-classifier"
+    admin_api_key: str | None = None
+    max_model_mb: float = 200.0
+
+    @property
+    def registry_dir(self) -> Path:
+        """Where model versions live; by default inside the var folder."""
+        return self.registry_root or self.var_dir / "registry"
+
+    @property
+    def max_model_bytes(self) -> int:
+        return int(self.max_model_mb * 1024 * 1024)
 
     @property
     def upload_dir(self) -> Path:
@@ -92,4 +105,8 @@ class Settings:
                 env.get("MAX_COMPRESSION_RATIO", defaults.max_compression_ratio)
             ),
             eval_chunk_size=int(env.get("EVAL_CHUNK_SIZE", defaults.eval_chunk_size)),
+            registry_root=Path(env["MODEL_REGISTRY"]) if env.get("MODEL_REGISTRY") else None,
+            model_name=env.get("MODEL_NAME", defaults.model_name),
+            admin_api_key=env.get("ADMIN_API_KEY") or None,
+            max_model_mb=float(env.get("MAX_MODEL_MB", defaults.max_model_mb)),
         )

@@ -1,35 +1,157 @@
-"""Load a folder of class folders into arrays through the serving preprocessing."""
+"""Training data: a folder, a zip or a Kaggle dataset, read through the serving preprocessing.
+
+The layouts and class-name aliases are those of evaluation (``common.datasets``), so a
+zip that evaluates also trains. Images go through ``common.preprocessing.preprocess``,
+the function the worker uses, so the model learns from exactly what it will be fed.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+import hashlib
+import zipfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from common.datasets import IMAGE_SUFFIXES, label_and_split
+from common.datasets import DatasetCatalog, DatasetError, ZipLimits, catalog_folder, catalog_zip
 from common.labels import CLASSES
 from common.preprocessing import ImageRejected, preprocess
 
-
-def find_images(root: Path) -> list[tuple[Path, str]]:
-    """Every image under ``root`` inside a class-named folder (any depth), sorted."""
-    found = []
-    for path in sorted(root.rglob("*")):
-        label, _ = label_and_split(PurePosixPath(path.relative_to(root).as_posix()))
-        if path.suffix.lower() in IMAGE_SUFFIXES and label is not None:
-            found.append((path, label))
-    return found
+KAGGLE_PREFIX = "kaggle:"
+SPLITS = ("train", "val", "test")
 
 
-def load_arrays(root: Path, size: tuple[int, int], scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Images as (N, height, width, 3) float32 and labels as class indices."""
-    images, labels = [], []
-    for path, label in find_images(root):
+@dataclass
+class LabelledImages:
+    """Images as (N, height, width, 3) float32, labels as class indices, and their origin."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    given_splits: list[str | None]
+    fingerprint: str
+    skipped: Counter
+
+
+def download_kaggle(handle: str) -> Path:
+    """Fetch ``OWNER/DATASET[/versions/N]`` with kagglehub; returns the local folder.
+
+    Without a version kagglehub always asks Kaggle for the latest one, so only a
+    versioned handle already in kagglehub's cache (``KAGGLEHUB_CACHE``) works offline.
+    """
+    import kagglehub
+    import requests
+
+    try:
+        return Path(kagglehub.dataset_download(handle))
+    except (ValueError, requests.RequestException) as exc:  # bad handle, HTTP or network
+        raise DatasetError(
+            "kaggle_unavailable", f"Could not fetch the Kaggle dataset {handle!r}: {exc}"
+        ) from exc
+
+
+def open_source(
+    source: str, limits: ZipLimits
+) -> tuple[DatasetCatalog, Callable[[str], bytes], str]:
+    """The catalog of ``source``, a reader of its members by name, and a display name."""
+    if source.startswith(KAGGLE_PREFIX):
+        folder = download_kaggle(source.removeprefix(KAGGLE_PREFIX))
+        catalog, read, _ = open_source(str(folder), limits)
+        return catalog, read, source
+    path = Path(source)
+    if path.is_dir():
+        return (
+            catalog_folder(path, limits.max_member_bytes),
+            lambda name: (path / name).read_bytes(),
+            path.name,
+        )
+    if path.is_file():
         try:
-            images.append(preprocess(path.read_bytes(), size, scale))
-        except ImageRejected:
-            continue
-        labels.append(CLASSES.index(label))
+            archive = zipfile.ZipFile(path)
+        except zipfile.BadZipFile as exc:
+            raise DatasetError("not_a_zip", f"{path} is neither a folder nor a zip.") from exc
+        return catalog_zip(archive, limits), archive.read, path.name
+    raise DatasetError("dataset_not_found", f"{source}: no such folder or zip.")
+
+
+def load(
+    source: str, size: tuple[int, int], scale: float, limits: ZipLimits | None = None
+) -> LabelledImages:
+    """Decode every labelled image of ``source``; unreadable ones are counted, not fatal.
+
+    The fingerprint hashes each image's bytes with its class and given split, so it
+    names the data itself: renaming files keeps it, changing one pixel does not.
+    """
+    catalog, read, name = open_source(source, limits or ZipLimits())
+    images, labels, splits, entries = [], [], [], []
+    skipped = Counter(catalog.skipped)
+    for split, items in catalog.by_split.items():
+        for name, label in items:
+            data = read(name)
+            try:
+                images.append(preprocess(data, size, scale))
+            except ImageRejected:
+                skipped["unreadable_image"] += 1
+                continue
+            labels.append(label)
+            splits.append(split)
+            entries.append(f"{split or ''}\t{CLASSES[label]}\t{hashlib.sha256(data).hexdigest()}")
     if not images:
-        raise ValueError(f"No images of the classes {', '.join(CLASSES)} under {root}.")
-    return np.stack(images), np.asarray(labels, dtype=np.int64)
+        raise DatasetError("no_readable_images", f"No image of {source} could be read.")
+    return LabelledImages(
+        name=name,
+        images=np.stack(images),
+        labels=np.asarray(labels, dtype=np.int64),
+        given_splits=splits,
+        fingerprint=hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest(),
+        skipped=skipped,
+    )
+
+
+def _cut(
+    pool: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Split ``pool`` into (kept, cut), stratified by class whenever the counts allow it."""
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(labels[pool])
+    cut_size = int(np.ceil(len(pool) * fraction))
+    stratify = counts[counts > 0].min() >= 2 and cut_size >= np.count_nonzero(counts)
+    kept, cut = train_test_split(
+        pool, test_size=fraction, random_state=seed, stratify=labels[pool] if stratify else None
+    )
+    return np.sort(kept), np.sort(cut), bool(stratify)
+
+
+def assign_splits(
+    labels: np.ndarray,
+    given_splits: list[str | None],
+    seed: int,
+    test_fraction: float = 0.2,
+    validation_fraction: float = 0.2,
+) -> tuple[dict[str, np.ndarray], bool]:
+    """Indices of train, val and test, and whether every cut was stratified.
+
+    A split the data already has is kept. A missing one is cut from the training
+    images as the seed's notebook did: 20% for test, then 20% of the rest for
+    validation. Images outside any split folder count as training images.
+    """
+    given = np.array([split or "train" for split in given_splits])
+    indices = {split: np.flatnonzero(given == split) for split in SPLITS}
+    stratified = True
+    for split, fraction in (("test", test_fraction), ("val", validation_fraction)):
+        if len(indices[split]) == 0 and len(indices["train"]) > 1:
+            indices["train"], indices[split], was_stratified = _cut(
+                indices["train"], labels, fraction, seed
+            )
+            stratified &= was_stratified
+    empty = [split for split in SPLITS if len(indices[split]) == 0]
+    if empty:
+        raise DatasetError(
+            "too_few_images",
+            f"Too few images to fill the {', '.join(empty)} split(s): {len(labels)} readable.",
+        )
+    return indices, stratified

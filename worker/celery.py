@@ -17,6 +17,7 @@ PREDICT_TASK = "ecosnap.predict"
 EVALUATE_QUEUE = "evaluate"
 EVALUATE_TASK = "ecosnap.evaluate"
 EVALUATE_CHUNK_TASK = "ecosnap.evaluate_chunk"
+VALIDATE_MODEL_TASK = "ecosnap.validate_model"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -34,6 +35,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             PREDICT_TASK: {"queue": PREDICT_QUEUE},
             EVALUATE_TASK: {"queue": EVALUATE_QUEUE},
             EVALUATE_CHUNK_TASK: {"queue": EVALUATE_QUEUE},
+            # Rare and slow (a model load): background work, behind photos.
+            VALIDATE_MODEL_TASK: {"queue": EVALUATE_QUEUE},
         },
         # celery-batches buffers received messages until a batch is full or the
         # wait runs out, so a worker must be allowed to hold at least one whole

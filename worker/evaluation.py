@@ -12,7 +12,6 @@ large evaluation delays a photo by at most one chunk.
 from __future__ import annotations
 
 import functools
-import io
 import itertools
 import json
 import time
@@ -23,16 +22,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from common.datasets import DatasetError, plan_zip
 from common.jobs import WORKER_ERROR, JobStore, utc_now
 from common.labels import CLASSES
+from common.reports import confusion_png, metrics
 from common.settings import Settings
 from common.storage import Storage, StorageError
-from worker.inference import percent, prepare_each
+from worker.inference import prepare_each
 from worker.runtime import ModelRuntime
 
 Items = list[tuple[str, int]]
@@ -84,15 +83,20 @@ def start(
     jobs: JobStore,
     settings: Settings,
     submit_chunk: Callable[[str, str, Items], None],
+    model_version: str,
 ) -> None:
-    """Plan the evaluation and enqueue its chunks; a refused dataset fails the job."""
+    """Plan the evaluation and enqueue its chunks; a refused dataset fails the job.
+
+    The job records ``model_version`` (the active one now) and every chunk is
+    classified by that version, even if another is activated meanwhile.
+    """
     try:
         plan = plan_zip(_open_zip(storage, dataset_key, settings), settings.zip_limits, split)
     except DatasetError as exc:
-        fail(jobs, job_id, exc.code, exc.message)
+        jobs.fail(job_id, exc.code, exc.message)
         return
     except StorageError as exc:
-        fail(jobs, job_id, "dataset_not_found", str(exc))
+        jobs.fail(job_id, "dataset_not_found", str(exc))
         return
     size = settings.eval_chunk_size
     chunks = [plan.items[i : i + size] for i in range(0, len(plan.items), size)]
@@ -109,6 +113,7 @@ def start(
         split=plan.split or "",
         plan_skipped=json.dumps(dict(plan.skipped)),
         unmatched_folders=json.dumps(plan.unmatched_folders),
+        model_version=model_version,
     )
     for chunk in chunks if started else []:
         submit_chunk(job_id, dataset_key, chunk)
@@ -118,7 +123,7 @@ def run_chunk(
     job_id: str,
     dataset_key: str,
     items: Items,
-    runtime: ModelRuntime,
+    runtime_for: Callable[[str], ModelRuntime],
     storage: Storage,
     jobs: JobStore,
     settings: Settings,
@@ -127,10 +132,13 @@ def run_chunk(
     record = jobs.get(job_id)
     if record is None or record["status"] != "running":
         return
+    runtime = runtime_for(record["model_version"])
+    # The model's output order may differ from the service's; labels are service indices.
+    to_service = np.array([CLASSES.index(name) for name in runtime.metadata.classes])
     try:
         archive = _open_zip(storage, dataset_key, settings)
     except (DatasetError, StorageError) as exc:
-        fail(jobs, job_id, "dataset_unreadable", f"The dataset could not be read: {exc}")
+        jobs.fail(job_id, "dataset_unreadable", f"The dataset could not be read: {exc}")
         return
     prepared = prepare_each(
         [partial(_read_member, archive, name) for name, _ in items],
@@ -149,17 +157,18 @@ def run_chunk(
         if readable:
             y_true += [label for label, _ in readable]
             batch = np.stack([array for _, array in readable])
-            y_pred += runtime.predict(batch).argmax(axis=1).tolist()
+            y_pred += to_service[runtime.predict(batch).argmax(axis=1)].tolist()
     outcome = {
         "y_true": y_true,
         "y_pred": y_pred,
         "skipped": {"unreadable_image": len(items) - len(y_true)},
+        "model_version": runtime.metadata.version,
     }
     if jobs.add_chunk(job_id, outcome, images=len(items)) == int(record["chunks_total"]):
-        finish(job_id, jobs, runtime)
+        finish(job_id, jobs)
 
 
-def finish(job_id: str, jobs: JobStore, runtime: ModelRuntime) -> None:
+def finish(job_id: str, jobs: JobStore) -> None:
     record = jobs.get(job_id)
     if record is None or record["status"] != "running":
         return
@@ -171,14 +180,14 @@ def finish(job_id: str, jobs: JobStore, runtime: ModelRuntime) -> None:
         Counter(json.loads(record["plan_skipped"])),
     )
     if not y_true:
-        fail(jobs, job_id, "no_readable_images", "No image of the dataset was readable.")
+        jobs.fail(job_id, "no_readable_images", "No image of the dataset was readable.")
         return
     result = metrics(y_true, y_pred) | {
         "images": len(y_true),
         "split": record.get("split") or None,
         "skipped": {reason: count for reason, count in sorted(skipped.items()) if count},
         "unmatched_folders": json.loads(record["unmatched_folders"]),
-        "model_version": runtime.metadata.version,
+        "model_version": record["model_version"],
         "duration_s": round(time.time() - float(record["started_ts"]), 2),
     }
     jobs.put_blob(job_id, "confusion.png", confusion_png(result["confusion_matrix"]["matrix"]))
@@ -192,70 +201,5 @@ def failing_job_on_error(jobs: JobStore, job_id: str) -> Iterator[None]:
     try:
         yield
     except Exception:
-        fail(jobs, job_id, **WORKER_ERROR)
+        jobs.fail(job_id, **WORKER_ERROR)
         raise
-
-
-def fail(jobs: JobStore, job_id: str, code: str, message: str) -> None:
-    error = json.dumps({"code": code, "message": message})
-    jobs.transition(job_id, ("queued", "running"), status="failed", error=error,
-                    finished_at=utc_now())  # fmt: skip
-
-
-def metrics(y_true: list[int], y_pred: list[int]) -> dict[str, Any]:
-    """The seed's numbers (percent, macro averages) plus weighted, per class and the matrix."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-
-    labels = list(range(len(CLASSES)))
-
-    def averaged(average: str) -> dict[str, float]:
-        precision, recall, f1, _ = precision_recall_fscore_support(
-            y_true, y_pred, labels=labels, average=average, zero_division=0
-        )
-        return {
-            "precision": percent(precision),
-            "recall": percent(recall),
-            "f1_score": percent(f1),
-        }
-
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, average=None, zero_division=0
-    )
-    return {
-        "accuracy": percent(accuracy_score(y_true, y_pred)),
-        **averaged("macro"),
-        "average": "macro",
-        "weighted": averaged("weighted"),
-        "per_class": {
-            CLASSES[i]: {
-                "precision": percent(precision[i]),
-                "recall": percent(recall[i]),
-                "f1_score": percent(f1[i]),
-                "support": int(support[i]),
-            }
-            for i in labels
-        },
-        "confusion_matrix": {
-            "labels": list(CLASSES),
-            "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-        },
-    }
-
-
-def confusion_png(matrix: list[list[int]]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    figure, axes = plt.subplots(figsize=(6.5, 5.5), dpi=100)
-    ConfusionMatrixDisplay(np.array(matrix), display_labels=list(CLASSES)).plot(
-        ax=axes, cmap="Greens", colorbar=False
-    )
-    axes.set_title("Confusion matrix (rows: true, columns: predicted)")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()

@@ -17,6 +17,7 @@ import numpy as np
 from common.labels import suggestion
 from common.model_metadata import ModelMetadata
 from common.preprocessing import ImageRejected, preprocess
+from common.reports import percent
 from common.storage import Storage, StorageError
 from worker.runtime import ModelRuntime
 
@@ -32,10 +33,6 @@ class PredictJob:
     image_key: str
     image_url: str
     lang: str
-
-
-def percent(probability: float) -> float:
-    return round(float(probability) * 100, 1)
 
 
 def describe(probabilities: np.ndarray, job: PredictJob, runtime: ModelRuntime) -> dict[str, Any]:

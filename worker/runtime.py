@@ -19,10 +19,17 @@ from common.model_metadata import ModelMetadata, model_format
 
 class ModelRuntime(Protocol):
     metadata: ModelMetadata
+    # The input shape the model file itself declares; None for a free dimension.
+    input_shape: tuple[int | None, ...]
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(N, height, width, 3) float32 -> (N, classes) probabilities."""
         ...
+
+
+def _dimensions(shape) -> tuple[int | None, ...]:
+    """A shape as ints and ``None``: frameworks spell a free dimension -1, "batch" or None."""
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
 
 
 def _input_spec(metadata: ModelMetadata):
@@ -46,6 +53,7 @@ class KerasRuntime:
 
         self.metadata = metadata
         self.model = keras.models.load_model(path, compile=False)
+        self.input_shape = _dimensions(self.model.input_shape)
         self._call = tf.function(
             lambda images: self.model(images, training=False),
             input_signature=[_input_spec(metadata)],
@@ -70,6 +78,9 @@ class SavedModelRuntime:
         signature = self._loaded.signatures["serving_default"]
         self._input_name = next(iter(signature.structured_input_signature[1]))
         self._signature = signature
+        self.input_shape = _dimensions(
+            signature.structured_input_signature[1][self._input_name].shape.as_list()
+        )
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         outputs = self._signature(**{self._input_name: batch})
@@ -92,6 +103,7 @@ class OnnxRuntime:
             str(path), options, providers=["CPUExecutionProvider"]
         )
         self._input_name = self._session.get_inputs()[0].name
+        self.input_shape = _dimensions(self._session.get_inputs()[0].shape)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return self._session.run(None, {self._input_name: batch})[0]
@@ -105,7 +117,9 @@ class TFLiteRuntime:
 
         self.metadata = metadata
         self._interpreter = Interpreter(str(path), num_threads=os.cpu_count() or 1)
-        self._input = self._interpreter.get_input_details()[0]["index"]
+        details = self._interpreter.get_input_details()[0]
+        self._input = details["index"]
+        self.input_shape = _dimensions(details["shape_signature"].tolist())
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._batch_size = 0
 
@@ -128,10 +142,11 @@ RUNTIMES: dict[str, type] = {
 }
 
 
-def load_runtime(path: Path) -> ModelRuntime:
-    """Load ``path`` with the runtime its format needs, then warm it up."""
+def load_runtime(path: Path, warm_up: bool = True) -> ModelRuntime:
+    """Load ``path`` with the runtime its format needs and (by default) warm it up."""
     metadata = ModelMetadata.for_model(path)
     runtime = RUNTIMES[model_format(path)](path, metadata)
-    width, height = metadata.input_size
-    runtime.predict(np.zeros((1, height, width, 3), np.float32))
+    if warm_up:
+        width, height = metadata.input_size
+        runtime.predict(np.zeros((1, height, width, 3), np.float32))
     return runtime

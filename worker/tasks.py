@@ -1,7 +1,8 @@
-"""Celery tasks: thin wrappers over ``worker.inference``; the model loads once per worker."""
+"""Celery tasks: thin wrappers over plain functions; models load once per worker."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 
@@ -10,53 +11,66 @@ from celery_batches import Batches, SimpleRequest
 from redis import Redis
 
 from common.heartbeat import start_heartbeat
-from common.jobs import WORKER_ERROR, JobStore
+from common.jobs import WORKER_ERROR, JobStore, utc_now
+from common.registry import ModelRegistry
 from common.settings import Settings
 from common.storage import Storage, storage_from_settings
 from worker import evaluation
-from worker.celery import EVALUATE_CHUNK_TASK, EVALUATE_TASK, PREDICT_TASK, app
-from worker.conversion import accelerate
+from worker.celery import (
+    EVALUATE_CHUNK_TASK,
+    EVALUATE_TASK,
+    PREDICT_TASK,
+    VALIDATE_MODEL_TASK,
+    app,
+)
 from worker.inference import PredictJob, classify
-from worker.runtime import ModelRuntime, load_runtime
+from worker.models import ServedModels, watch_activations
+from worker.validation import InvalidModel, validate
 
 settings = Settings.from_env()
 
 
 class _Process:
-    """What one worker process holds: the model, storage, job store, heartbeat."""
+    """What one worker process holds: its models, storage, job store, background threads."""
 
-    runtime: ModelRuntime
+    models: ServedModels
     storage: Storage
     jobs: JobStore
-    stop_heartbeat = None
+    stop_threads: tuple = ()
 
 
 @worker_init.connect
 def load_model(**_: object) -> None:
-    """Load and warm the model once per process, then announce it in the heartbeat."""
-    runtime = load_runtime(settings.model_path)
-    if settings.accelerate == "onnx":
-        runtime = accelerate(runtime, settings.var_dir / "model-cache")
-    _Process.runtime = runtime
+    """Load and warm the active model once per process, then follow activations."""
+    registry = ModelRegistry(settings.registry_dir, settings.model_name)
+    registry.import_configured(settings.model_path)
+    models = ServedModels(
+        registry, settings.var_dir / "model-cache", accelerated=settings.accelerate == "onnx"
+    )
+    models.refresh()
+    _Process.models = models
     _Process.storage = storage_from_settings(settings)
     redis = Redis.from_url(settings.redis_url)
     _Process.jobs = JobStore(redis, settings.result_ttl_s)
-    _Process.stop_heartbeat = start_heartbeat(
-        redis,
-        f"{socket.gethostname()}:{os.getpid()}",
-        {
-            "pid": os.getpid(),
-            "model_version": runtime.metadata.version,
-            "runtime": type(runtime).__name__,
-        },
-        settings.heartbeat_interval_s,
+    _Process.stop_threads = (
+        start_heartbeat(
+            redis,
+            f"{socket.gethostname()}:{os.getpid()}",
+            lambda: {
+                "pid": os.getpid(),
+                "model_version": models.active.metadata.version,
+                "runtime": type(models.active).__name__,
+            },
+            settings.heartbeat_interval_s,
+        ),
+        watch_activations(redis, models, settings.heartbeat_interval_s),
     )
 
 
 @worker_shutdown.connect
-def stop_heartbeat(**_: object) -> None:
-    if _Process.stop_heartbeat is not None:
-        _Process.stop_heartbeat.set()
+def stop_threads(**_: object) -> None:
+    for stop in _Process.stop_threads:
+        stop.set()
 
 
 @app.task(
@@ -67,11 +81,11 @@ def stop_heartbeat(**_: object) -> None:
 )
 def predict(requests: list[SimpleRequest]) -> None:
     jobs = [PredictJob(job_id=request.id, **request.kwargs) for request in requests]
+    # One reference for the whole batch: an activation meanwhile applies to the next.
+    runtime = _Process.models.active
     _Process.jobs.mark_running([job.job_id for job in jobs])
     try:
-        results, errors = classify(
-            jobs, _Process.runtime, _Process.storage, settings.max_image_pixels
-        )
+        results, errors = classify(jobs, runtime, _Process.storage, settings.max_image_pixels)
     except Exception:
         # A failure of the model or storage itself: answer every waiting client
         # rather than leave its job "running" until it expires, then let Celery log it.
@@ -86,6 +100,7 @@ def evaluate(job_id: str, dataset_key: str, split: str | None) -> None:
         evaluation.start(
             job_id, dataset_key, split, _Process.storage, _Process.jobs, settings,
             submit_chunk=lambda *args: evaluate_chunk.apply_async(args=args),
+            model_version=_Process.models.active.metadata.version,
         )  # fmt: skip
 
 
@@ -98,5 +113,27 @@ def evaluate_chunk(job_id: str, dataset_key: str, items: list[list]) -> None:
     with evaluation.failing_job_on_error(_Process.jobs, job_id):
         evaluation.run_chunk(
             job_id, dataset_key, [(name, label) for name, label in items],
-            _Process.runtime, _Process.storage, _Process.jobs, settings,
+            _Process.models.runtime, _Process.storage, _Process.jobs, settings,
         )  # fmt: skip
+
+
+@app.task(name=VALIDATE_MODEL_TASK)
+def validate_model(job_id: str, version: str) -> None:
+    """Validate an uploaded version: the registry and the job both get the outcome."""
+    predict._do_flush()
+    registry, jobs = _Process.models.registry, _Process.jobs
+    jobs.transition(job_id, ("queued",), status="running", started_at=utc_now())
+    try:
+        checks = validate(registry, version)
+    except Exception as exc:
+        invalid = isinstance(exc, InvalidModel)
+        error = {"code": "invalid_model", "message": str(exc)} if invalid else WORKER_ERROR
+        registry.set_status(version, "invalid", error=error)
+        jobs.fail(job_id, **error)
+        if not invalid:
+            raise
+        return
+    registry.set_status(version, "valid", checks=checks, validated_at=utc_now())
+    result = {"version": version, "valid": True, "checks": checks}
+    jobs.transition(job_id, ("running",), status="succeeded", result=json.dumps(result),
+                    finished_at=utc_now())  # fmt: skip

@@ -1,0 +1,182 @@
+"""Model management: list, upload (validated by a worker), activate and roll back versions.
+
+Every route needs ``Authorization: Bearer <ADMIN_API_KEY>``; without a key in the
+settings they answer 403 and change nothing. Activation moves the registry's pointer
+and publishes a notice; each worker loads the version and switches between batches.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, request
+from werkzeug.datastructures import FileStorage
+
+from api import inputs, services
+from api.errors import APIError
+from api.inputs import MULTIPART_OVERHEAD_BYTES
+from api.predict import queued_response
+from common.labels import CLASSES
+from common.model_metadata import FORMAT_NAMES, ModelMetadata, file_sha256
+from common.registry import ACTIVATION_CHANNEL, check_version_name
+from worker.celery import VALIDATE_MODEL_TASK
+
+bp = Blueprint("models", __name__)
+
+# Leading bytes of each uploadable format; ONNX (a bare protobuf) has none to check.
+FILE_SIGNATURES: dict[str, tuple[int, bytes]] = {
+    "h5": (0, b"\x89HDF\r\n\x1a\n"),
+    "keras": (0, b"PK\x03\x04"),
+    "tflite": (4, b"TFL3"),
+}
+UPLOAD_FORMATS = ("h5", "keras", "onnx", "tflite")
+
+
+@bp.before_request
+def require_admin_key() -> None:
+    key = services.settings().admin_api_key
+    if key is None:
+        raise APIError(
+            403,
+            "model_management_disabled",
+            "Model management is off: set ADMIN_API_KEY in the service's settings.",
+        )
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), key.encode()):
+        raise APIError(401, "unauthorized", "Send 'Authorization: Bearer <admin API key>'.")
+
+
+@bp.get("/models")
+def list_models():
+    registry = services.registry()
+    active = registry.active()
+    return {
+        "name": registry.name,
+        "active": active["version"],
+        "history": active["history"],
+        "versions": [registry.describe(version) for version in registry.versions()],
+    }
+
+
+@bp.get("/models/<version>")
+def get_model(version: str):
+    return services.registry().describe(version)
+
+
+def _metadata_fields() -> dict[str, Any]:
+    """The metadata JSON, sent as a file part or a form field named ``metadata``."""
+    part = request.files.get("metadata")
+    raw = part.read(1024 * 1024) if part is not None else request.form.get("metadata")
+    if raw is None:
+        raise APIError(400, "missing_field", "Send the model's metadata JSON as 'metadata'.")
+    try:
+        fields = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise APIError(400, "invalid_metadata", f"The metadata is not JSON: {exc}") from exc
+    if not isinstance(fields, dict):
+        raise APIError(400, "invalid_metadata", "The metadata must be a JSON object.")
+    return fields
+
+
+def _checked_metadata(fields: dict[str, Any], upload_format: str, path: Path) -> ModelMetadata:
+    """The uploaded metadata, checked field by field; file, format and sha256 are ours."""
+    check_version_name(fields.get("version"))
+    classes, size, scale = fields.get("classes"), fields.get("input_size"), fields.get("scale")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise APIError(422, "invalid_metadata", f"classes must be a list of {', '.join(CLASSES)}.")
+    if not (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(isinstance(d, int) and 8 <= d <= 4096 for d in size)
+    ):
+        raise APIError(422, "invalid_metadata", "input_size must be [width, height] in pixels.")
+    if not isinstance(scale, int | float) or isinstance(scale, bool) or not 0 < scale <= 1:
+        raise APIError(422, "invalid_metadata", "scale must be a number in (0, 1], e.g. 1/255.")
+    sha256 = file_sha256(path)
+    if fields.get("sha256") not in (None, sha256):
+        raise APIError(422, "sha256_mismatch", "The file's sha256 differs from the metadata's.")
+    if fields.get("format") not in (None, upload_format):
+        raise APIError(
+            422, "format_mismatch", f"The file is {upload_format}; the metadata says otherwise."
+        )
+    return ModelMetadata(
+        version=fields["version"],
+        description=str(fields.get("description") or f"Uploaded {upload_format} model."),
+        file=f"model.{upload_format}",
+        sha256=sha256,
+        format=upload_format,
+        classes=tuple(classes),
+        input_size=(size[0], size[1]),
+        scale=float(scale),
+        extra=fields.get("extra") if isinstance(fields.get("extra"), dict) else {},
+    )
+
+
+def _upload_format(upload: FileStorage) -> str:
+    suffix = Path(upload.filename or "").suffix.lstrip(".").lower()
+    if suffix not in UPLOAD_FORMATS:
+        raise APIError(
+            415,
+            "unsupported_model_format",
+            f"Upload a model file ending in {', '.join('.' + f for f in UPLOAD_FORMATS)} "
+            f"({', '.join(FORMAT_NAMES[f] for f in UPLOAD_FORMATS)}).",
+        )
+    offset, signature = FILE_SIGNATURES.get(suffix, (0, b""))
+    head = upload.stream.read(offset + len(signature))
+    upload.stream.seek(0)
+    if head[offset:] != signature:
+        raise APIError(
+            415, "unsupported_model_format", f"The file is not a {FORMAT_NAMES[suffix]} file."
+        )
+    return suffix
+
+
+@bp.post("/models")
+def upload_model():
+    """Store a model version as ``validating`` and have a worker validate it."""
+    settings = services.settings()
+    request.max_content_length = settings.max_model_bytes + MULTIPART_OVERHEAD_BYTES
+    upload = request.files.get("model")
+    if upload is None:
+        raise APIError(400, "missing_field", "Send the model file as multipart field 'model'.")
+    upload_format = _upload_format(upload)
+    fields = _metadata_fields()
+    registry = services.registry()
+    registry.folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=registry.folder, prefix=".upload-") as staging:
+        path = Path(staging) / f"model.{upload_format}"
+        upload.save(path)
+        metadata = _checked_metadata(fields, upload_format, path)
+        registry.add(path, metadata, "validating", origin="upload")
+    jobs = services.jobs()
+    job_id = jobs.create("validate_model", version=metadata.version)
+    services.celery().send_task(
+        VALIDATE_MODEL_TASK, args=(job_id, metadata.version), task_id=job_id
+    )
+    body, status = queued_response(job_id)
+    return {**body, "version": metadata.version, "state": "validating"}, status
+
+
+def _activate(version: str) -> dict[str, Any]:
+    registry = services.registry()
+    previous = registry.activate(version)
+    notified = services.jobs().redis.publish(ACTIVATION_CHANNEL, version)
+    return {"active": version, "previous": previous, "workers_notified": notified}
+
+
+@bp.put("/models/active")
+def activate():
+    version = inputs.fields().get("version")
+    if version is None:
+        raise APIError(400, "missing_field", 'Send {"version": "..."}.')
+    return _activate(version)
+
+
+@bp.post("/models/rollback")
+def rollback():
+    """Activate the version that was active before the current one."""
+    return _activate(services.registry().previous_version())

@@ -1,0 +1,109 @@
+"""The model versions a worker serves, and how it follows activations without a restart.
+
+A worker holds the active version's runtime plus a few recent ones, so an evaluation
+that started on one version finishes on it even after another is activated. A
+switch loads the new version on the watcher thread and then replaces one reference:
+a prediction batch takes that reference once when it starts, so every job in it is
+answered by one version and none waits for a model to load.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from redis import Redis, RedisError
+
+from common.registry import ACTIVATION_CHANNEL, ModelRegistry
+from worker.conversion import accelerate
+from worker.runtime import ModelRuntime, load_runtime
+
+log = logging.getLogger(__name__)
+
+KEEP_VERSIONS = 3
+
+
+class ServedModels:
+    """Runtimes by version (the active one and the last few used), loaded on demand."""
+
+    def __init__(self, registry: ModelRegistry, cache_dir: Path, accelerated: bool) -> None:
+        self.registry = registry
+        self._cache_dir = cache_dir
+        self._accelerated = accelerated
+        self._runtimes: OrderedDict[str, ModelRuntime] = OrderedDict()
+        self._lock = threading.Lock()
+        self._failed: set[str] = set()
+        self.active: ModelRuntime | None = None
+
+    def load(self, version: str) -> ModelRuntime:
+        """A fresh runtime for ``version``, served through ONNX Runtime when it is faster."""
+        runtime = load_runtime(self.registry.model_path(version))
+        return accelerate(runtime, self._cache_dir) if self._accelerated else runtime
+
+    def runtime(self, version: str) -> ModelRuntime:
+        """The runtime of ``version``, loading it (outside the lock) if it is not held."""
+        with self._lock:
+            if version in self._runtimes:
+                self._runtimes.move_to_end(version)
+                return self._runtimes[version]
+        runtime = self.load(version)
+        with self._lock:
+            runtime = self._runtimes.setdefault(version, runtime)
+            self._runtimes.move_to_end(version)
+            while len(self._runtimes) > KEEP_VERSIONS:
+                self._runtimes.popitem(last=False)
+        return runtime
+
+    def refresh(self) -> bool:
+        """Serve the registry's active version; ``True`` if this switched models.
+
+        A version that fails to load is logged once and skipped: the worker goes on
+        serving what it has rather than failing every job.
+        """
+        version = self.registry.active_version()
+        if version is None or version in self._failed:
+            return False
+        if self.active is not None and self.active.metadata.version == version:
+            return False
+        try:
+            runtime = self.runtime(version)
+        except Exception:
+            if self.active is None:
+                raise
+            log.exception("Could not load model version %s; still serving %s",
+                          version, self.active.metadata.version)  # fmt: skip
+            self._failed.add(version)
+            return False
+        self.active = runtime
+        log.info("Now serving model version %s", version)
+        return True
+
+
+def watch_activations(redis: Redis, models: ServedModels, interval_s: float) -> threading.Event:
+    """Follow activations in a daemon thread until the returned event is set.
+
+    A notice on ``ACTIVATION_CHANNEL`` wakes it at once; without one it still looks
+    at the registry every ``interval_s``, so a lost notice only delays a switch.
+    """
+    stop = threading.Event()
+
+    def run() -> None:
+        pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        while not stop.is_set():
+            try:
+                if not pubsub.subscribed:
+                    pubsub.subscribe(ACTIVATION_CHANNEL)
+                pubsub.get_message(timeout=interval_s)
+            except RedisError:
+                pubsub.reset()
+                stop.wait(interval_s)
+            try:
+                models.refresh()
+            except Exception:
+                log.exception("Could not follow the registry")
+                stop.wait(interval_s)
+
+    threading.Thread(target=run, name="ecosnap-models", daemon=True).start()
+    return stop
