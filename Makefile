@@ -31,7 +31,7 @@ lint: $(STAMP)
 demo-model: $(STAMP)
 	rm -rf var/demo-data
 	$(BIN)/ecosnap demo-data var/demo-data
-	$(BIN)/ecosnap train var/demo-data --output models/default.h5 --epochs 15 --version demo-1 \
+	$(BIN)/ecosnap train var/demo-data --output models/default.h5 --epochs 25 --version demo-1 \
 		--description "Demo CNN trained on EcoSnap's procedurally drawn synthetic photos; not a model of real rubbish."
 
 clean:

@@ -20,7 +20,7 @@ import requests
 from PIL import Image
 
 from api import create_app
-from cli.processes import free_port, http_ok, start_api, start_redis, start_worker, stop, wait_until
+from cli.processes import free_port, start_api, start_redis, start_worker, stop, wait_until
 from common.settings import DEFAULT_MODEL_PATH, Settings
 from training.synthetic import draw_photo, jpeg_bytes
 
@@ -56,9 +56,18 @@ class Stack:
     base_url: str
     var_dir: Path
     logs: list[Path]
+    redis_url: str
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    def live_workers(self) -> list[dict]:
+        """The workers ``/health`` reports (none while the stack is starting)."""
+        try:
+            response = requests.get(self.url("/health"), timeout=2)
+        except requests.RequestException:
+            return []
+        return response.json()["workers"] if response.status_code == 200 else []
 
     def log_text(self) -> str:
         return "\n".join(
@@ -68,25 +77,34 @@ class Stack:
         )
 
 
-def run_stack(redis_url: str, var_dir: Path, extra_env: dict[str, str] | None = None):
-    """Start a worker and the API; yield a ``Stack`` once ``/health`` is 200."""
+def run_stack(
+    redis_url: str, var_dir: Path, extra_env: dict[str, str] | None = None, workers: int = 1
+):
+    """Start ``workers`` Celery workers and the API; yield a ``Stack`` once all are up."""
     env = {"REDIS_URL": redis_url, "ECOSNAP_VAR_DIR": str(var_dir), **(extra_env or {})}
     port = free_port()
-    worker_log, api_log = var_dir / "worker.log", var_dir / "api.log"
-    worker = start_worker(env, name=f"test-{port}", log_path=worker_log)
-    api = start_api(env, port, workers=1, threads=8, log_path=api_log)
-    stack = Stack(f"http://127.0.0.1:{port}", var_dir, [worker_log, api_log])
+    worker_logs = [var_dir / f"worker-{n}.log" for n in range(workers)]
+    processes = [
+        start_worker(env, name=f"test-{port}-{n}", log_path=log)
+        for n, log in enumerate(worker_logs)
+    ]
+    api_log = var_dir / "api.log"
+    processes.append(start_api(env, port, workers=1, threads=8, log_path=api_log))
+    stack = Stack(f"http://127.0.0.1:{port}", var_dir, [*worker_logs, api_log], redis_url)
     try:
         wait_until(
-            lambda: http_ok(stack.url("/health")), STACK_START_TIMEOUT_S, "test stack", worker
+            lambda: len(stack.live_workers()) == workers,
+            STACK_START_TIMEOUT_S,
+            "test stack",
+            processes[0],
         )
     except (TimeoutError, RuntimeError) as exc:
-        stop(api)
-        stop(worker)
+        for process in processes:
+            stop(process)
         raise RuntimeError(f"{exc}\n{stack.log_text()}") from exc
     yield stack
-    stop(api)
-    stop(worker)
+    for process in processes:
+        stop(process)
 
 
 @pytest.fixture(scope="session")

@@ -89,8 +89,8 @@ def load(
     images, labels, splits, entries = [], [], [], []
     skipped = Counter(catalog.skipped)
     for split, items in catalog.by_split.items():
-        for name, label in items:
-            data = read(name)
+        for member, label in items:
+            data = read(member)
             try:
                 images.append(preprocess(data, size, scale))
             except ImageRejected:

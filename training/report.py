@@ -35,8 +35,8 @@ def write_report(
         confusion_png(test_metrics["confusion_matrix"]["matrix"])
     )
     report = {
+        **details,
         "history": {key: [round(float(v), 5) for v in values] for key, values in history.items()},
         "test_metrics": test_metrics,
-        **details,
     }
     (folder / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
