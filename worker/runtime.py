@@ -40,7 +40,8 @@ def _input_spec(metadata: ModelMetadata):
 
 
 class KerasRuntime:
-    """A Keras ``.h5``/``.keras`` model called through one traced ``tf.function``.
+    """A Keras ``.h5``/``.keras`` model (Keras 2 ``.h5`` files too) called through one
+    traced ``tf.function``.
 
     The function's batch dimension is ``None`` in its input signature, so it is
     traced once and every batch size reuses that graph: no retracing per size and
@@ -48,11 +49,12 @@ class KerasRuntime:
     """
 
     def __init__(self, path: Path, metadata: ModelMetadata) -> None:
-        import keras
         import tensorflow as tf
 
+        from worker.legacy_keras import load_keras_model
+
         self.metadata = metadata
-        self.model = keras.models.load_model(path, compile=False)
+        self.model = load_keras_model(path)
         self.input_shape = _dimensions(self.model.input_shape)
         self._call = tf.function(
             lambda images: self.model(images, training=False),
