@@ -5,6 +5,7 @@ confidence is checked against that version's own output for the image, and every
 chunk of an evaluation that spans a rollback must come from the version it began on.
 """
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -91,6 +92,32 @@ def wait_for_workers_on(stack, version: str) -> None:
     )
 
 
+def refuse_a_broken_model(stack) -> None:
+    """A truncated model fails validation in the worker and cannot be activated."""
+    metadata = json.loads(metadata_path_for(DEFAULT_MODEL_PATH).read_text())
+    metadata.update(version="broken-1", sha256=None)
+    uploaded = requests.post(
+        stack.url("/models"),
+        files={
+            "model": ("broken.h5", DEFAULT_MODEL_PATH.read_bytes()[:20_000]),
+            "metadata": ("broken.json", json.dumps(metadata)),
+        },
+        headers=AUTH,
+        timeout=TIMEOUT,
+    )
+    assert uploaded.status_code == 202, uploaded.text
+    validation = wait_for_job(stack, uploaded.json()["job_id"])
+    assert validation["status"] == "failed"
+    assert validation["error"]["code"] == "invalid_model"
+    assert "does not load" in validation["error"]["message"]
+    described = requests.get(stack.url("/models/broken-1"), headers=AUTH, timeout=10).json()
+    assert described["state"] == "invalid"
+    refused = requests.put(
+        stack.url("/models/active"), json={"version": "broken-1"}, headers=AUTH, timeout=10
+    )
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "model_invalid"
+
+
 def test_activation_and_rollback_under_load(swap_stack, second_model):
     stack = swap_stack
     stop, answers = threading.Event(), []
@@ -110,6 +137,7 @@ def test_activation_and_rollback_under_load(swap_stack, second_model):
         for n in range(CLIENTS):
             load.submit(client, n)
 
+        refuse_a_broken_model(stack)
         uploaded = requests.post(
             stack.url("/models"),
             files={
