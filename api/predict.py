@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from flask import Blueprint, request, url_for
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -75,14 +77,20 @@ def predict():
             400, "missing_field", "Send the photo as multipart field 'file' or a bucket 'url'."
         )
 
-    jobs = services.jobs()
-    job_id = jobs.create("predict", image_url=image_url)
-    services.celery().send_task(
+    job_id = services.jobs().create("predict", image_url=image_url)
+    send = partial(
+        services.celery().send_task,
         PREDICT_TASK,
         kwargs={"image_key": image_key, "image_url": image_url, "lang": lang},
         task_id=job_id,
     )
-    record = services.waiter().wait(job_id, wait_s) if wait_s else None
+    if wait_s:
+        with services.waiter().expect(job_id) as outcome:
+            send()
+            record = outcome(wait_s)
+    else:
+        send()
+        record = None
     if record is None:
         return queued_response(job_id)
     if record["status"] == "failed":

@@ -16,6 +16,9 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,7 +109,7 @@ class JobStore:
         if moved and fields.get("status") in FINISHED:
             with self.redis.pipeline() as pipe:
                 pipe.expire(_key(job_id), self.ttl_s)
-                pipe.publish(_channel(job_id), fields["status"])
+                pipe.publish(_channel(job_id), json.dumps({"status": fields["status"]}))
                 pipe.execute()
         return moved
 
@@ -156,7 +159,8 @@ class JobStore:
                     mapping={"status": status, field_name: json.dumps(value), "finished_at": now},
                 )
                 pipe.expire(_key(job_id), self.ttl_s)
-                pipe.publish(_channel(job_id), status)
+                # The outcome travels with the notice: a waiting request needs no read.
+                pipe.publish(_channel(job_id), json.dumps({"status": status, field_name: value}))
             pipe.hincrby(BATCH_SIZES_KEY, str(len(outcomes)), 1)
             pipe.execute()
 
@@ -177,7 +181,7 @@ class JobWaiter:
 
     def __init__(self, jobs: JobStore) -> None:
         self.jobs = jobs
-        self._waiters: dict[str, list[threading.Event]] = {}
+        self._waiters: dict[str, list[_Expectation]] = {}
         self._lock = threading.Lock()
         pubsub = jobs.redis.pubsub(ignore_subscribe_messages=True)
         pubsub.psubscribe(**{_channel("*"): self._on_message})
@@ -189,29 +193,54 @@ class JobWaiter:
 
     def _on_message(self, message: dict[str, Any]) -> None:
         job_id = message["channel"].decode().split(":")[2]
+        outcome = json.loads(message["data"])
         with self._lock:
-            events = self._waiters.get(job_id, [])
-        for event in events:
-            event.set()
+            expectations = self._waiters.get(job_id, [])
+        for expectation in expectations:
+            expectation.outcome = outcome
+            expectation.event.set()
 
     @staticmethod
     def _on_error(exc: BaseException, pubsub: Any, thread: Any) -> None:
         """Redis went away: back off; redis-py resubscribes when it reconnects."""
         time.sleep(0.5)
 
-    def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
-        """The record once it is finished, or ``None`` when ``timeout_s`` runs out."""
-        event = threading.Event()
+    @contextmanager
+    def expect(self, job_id: str) -> Iterator[Callable[[float], dict[str, Any] | None]]:
+        """Listen for ``job_id`` finishing; yields ``wait(timeout_s)``.
+
+        Enter it before the job's task is sent and the finish cannot be missed, so
+        the outcome comes from the notice alone, with no read of the record.
+        """
+        expectation = _Expectation()
         with self._lock:
-            self._waiters.setdefault(job_id, []).append(event)
+            self._waiters.setdefault(job_id, []).append(expectation)
+
+        def wait(timeout_s: float) -> dict[str, Any] | None:
+            if not expectation.event.wait(timeout_s):
+                return None
+            outcome = expectation.outcome
+            return outcome if "result" in outcome or "error" in outcome else self.jobs.get(job_id)
+
         try:
+            yield wait
+        finally:
+            with self._lock:
+                expectations = self._waiters[job_id]
+                expectations.remove(expectation)
+                if not expectations:
+                    del self._waiters[job_id]
+
+    def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """The record (or outcome) once finished, or ``None`` when ``timeout_s`` runs out."""
+        with self.expect(job_id) as outcome:
             record = self.jobs.get(job_id)
             if record is None or record["status"] in FINISHED:
                 return record
-            return self.jobs.get(job_id) if event.wait(timeout_s) else None
-        finally:
-            with self._lock:
-                events = self._waiters[job_id]
-                events.remove(event)
-                if not events:
-                    del self._waiters[job_id]
+            return outcome(timeout_s)
+
+
+@dataclass
+class _Expectation:
+    event: threading.Event = field(default_factory=threading.Event)
+    outcome: dict[str, Any] = field(default_factory=dict)

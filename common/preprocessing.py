@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -62,9 +64,10 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
 def verify_image(data: bytes, max_pixels: int) -> str:
     """Decode once at reduced scale to catch truncated or corrupt files; the format."""
     image = open_image(data, max_pixels)
-    image_format = image.format
-    _decode(image, VERIFY_SIZE)
-    return image_format
+    image.draft("RGB", VERIFY_SIZE)
+    with _rejecting_corrupt():
+        image.load()
+    return image.format
 
 
 def decode_for_model(data: bytes, size: tuple[int, int], max_pixels: int) -> Image.Image:
@@ -74,12 +77,19 @@ def decode_for_model(data: bytes, size: tuple[int, int], max_pixels: int) -> Ima
 
 def _decode(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     image.draft("RGB", size)
-    try:
+    with _rejecting_corrupt():
         image = ImageOps.exif_transpose(image)
         image = image.convert("RGB")
+    return image.resize(size, Image.Resampling.BILINEAR)
+
+
+@contextmanager
+def _rejecting_corrupt() -> Iterator[None]:
+    """Pillow's errors while decoding pixels mean a truncated or corrupt file."""
+    try:
+        yield
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected("corrupt_image", f"The image could not be decoded: {exc}.") from exc
-    return image.resize(size, Image.Resampling.BILINEAR)
 
 
 def preprocess(
