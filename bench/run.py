@@ -220,7 +220,8 @@ def stack_metrics(
             "ACCELERATE": settings.accelerate,
         }
         port = free_port()
-        worker = start_worker(env, log_path=Path(var_dir) / "worker.log")
+        worker = start_worker(env, log_path=Path(var_dir) / "worker.log", queues=("predict",))
+        start_worker(env, "evaluate", Path(var_dir) / "eval-worker.log", ("evaluate",), nice=10)
         api = start_api(env, port, log_path=Path(var_dir) / "api.log")
         base = f"http://127.0.0.1:{port}"
         try:

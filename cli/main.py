@@ -31,6 +31,9 @@ def _train(args: argparse.Namespace) -> int:
     from common.settings import Settings
     from training.train import report_dir_for, train
 
+    if args.weights is not None and not args.weights.is_file():
+        print(f"ecosnap train: --weights {args.weights}: no such file", file=sys.stderr)
+        return 2
     version = args.version or time.strftime("%Y%m%d-%H%M%S")
     output = args.output or Path("var") / "trained" / version / "model.h5"
     try:

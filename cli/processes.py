@@ -109,24 +109,19 @@ def start_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
 
 
 def start_worker(
-    env: dict[str, str], name: str = "predict", log_path: Path | None = None
+    env: dict[str, str],
+    name: str = "predict",
+    log_path: Path | None = None,
+    queues: tuple[str, ...] = (),
+    nice: int = 0,
 ) -> subprocess.Popen:
-    return spawn(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--hostname",
-            f"{name}@%h",
-        ],
-        env=env,
-        log_path=log_path,
-    )
+    """A Celery worker; ``queues`` limits what it consumes, ``nice`` lowers its CPU share."""
+    command = [
+        sys.executable, "-m", "celery", "-A", "worker.celery", "worker",
+        "--loglevel", "INFO", "--hostname", f"{name}@%h",
+        *(["--queues", ",".join(queues)] if queues else []),
+    ]  # fmt: skip
+    return spawn(["nice", "-n", str(nice), *command] if nice else command, env, log_path)
 
 
 def start_api(

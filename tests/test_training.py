@@ -147,6 +147,11 @@ def test_an_unreachable_kaggle_dataset_is_a_clear_error(tmp_path, monkeypatch, o
     assert main(["train", "kaggle:not a handle"]) == 2
 
 
+def test_a_missing_weights_file_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", str(tmp_path), "--weights", str(tmp_path / "nope.keras")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
 def train_tiny(tmp_path, *extra: str) -> ModelMetadata:
     output = tmp_path / "model" / "tiny.h5"
     args = ["train", str(tmp_path / "data.zip"), "--output", str(output), "--epochs", "2"]
