@@ -18,7 +18,10 @@ def fields() -> dict[str, Any]:
     """The JSON object body, or the form fields of any other body."""
     if not request.is_json:
         return request.form
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested past the parser's depth; Werkzeug lets it through
+        body = None
     if not isinstance(body, dict):
         raise APIError(400, "invalid_json", "The JSON body must be an object.")
     return body

@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Blueprint
 
 from api import services
+from api.errors import APIError
+from common.registry import RegistryError
 
 bp = Blueprint("model_info", __name__)
 
@@ -12,7 +14,11 @@ bp = Blueprint("model_info", __name__)
 @bp.get("/model-info")
 def model_info():
     registry = services.registry()
-    metadata = registry.metadata(registry.active_version())
+    version = registry.active_version()
+    try:
+        metadata = registry.metadata(version)
+    except RegistryError as exc:  # the active version's folder was removed by hand
+        raise APIError(503, "no_active_model", f"No servable model version ({version}).") from exc
     return {
         "model": metadata.format_name,
         "description": metadata.description,

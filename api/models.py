@@ -14,14 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, request
+from redis import RedisError
 from werkzeug.datastructures import FileStorage
 
 from api import inputs, services
 from api.errors import APIError
 from api.inputs import MULTIPART_OVERHEAD_BYTES
 from api.predict import queued_response
+from common.heartbeat import live_workers
 from common.labels import CLASSES
-from common.model_metadata import FORMAT_NAMES, ModelMetadata, file_sha256
+from common.model_metadata import FORMAT_NAMES, ModelMetadata, check_classes, file_sha256
 from common.registry import ACTIVATION_CHANNEL, check_version_name
 from worker.celery import VALIDATE_MODEL_TASK
 
@@ -34,6 +36,8 @@ FILE_SIGNATURES: dict[str, tuple[int, bytes]] = {
     "tflite": (4, b"TFL3"),
 }
 UPLOAD_FORMATS = ("h5", "keras", "onnx", "tflite")
+MAX_METADATA_BYTES = 64 * 1024
+MAX_DESCRIPTION_CHARS = 500
 
 
 @bp.before_request
@@ -58,24 +62,31 @@ def list_models():
         "name": registry.name,
         "active": active["version"],
         "history": active["history"],
-        "versions": [registry.describe(version) for version in registry.versions()],
+        "versions": [registry.describe(v, active["version"]) for v in registry.versions()],
+        # What each live worker serves, so a switch can be followed from here.
+        "workers": live_workers(services.health_redis()),
     }
 
 
 @bp.get("/models/<version>")
 def get_model(version: str):
-    return services.registry().describe(version)
+    registry = services.registry()
+    return registry.describe(version, registry.active_version())
 
 
 def _metadata_fields() -> dict[str, Any]:
     """The metadata JSON, sent as a file part or a form field named ``metadata``."""
     part = request.files.get("metadata")
-    raw = part.read(1024 * 1024) if part is not None else request.form.get("metadata")
+    raw = part.read(MAX_METADATA_BYTES + 1) if part is not None else request.form.get("metadata")
     if raw is None:
         raise APIError(400, "missing_field", "Send the model's metadata JSON as 'metadata'.")
+    if len(raw) > MAX_METADATA_BYTES:
+        raise APIError(
+            413, "metadata_too_large", f"The metadata is limited to {MAX_METADATA_BYTES} bytes."
+        )
     try:
         fields = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise APIError(400, "invalid_metadata", f"The metadata is not JSON: {exc}") from exc
     if not isinstance(fields, dict):
         raise APIError(400, "invalid_metadata", "The metadata must be a JSON object.")
@@ -86,8 +97,13 @@ def _checked_metadata(fields: dict[str, Any], upload_format: str, path: Path) ->
     """The uploaded metadata, checked field by field; file, format and sha256 are ours."""
     check_version_name(fields.get("version"))
     classes, size, scale = fields.get("classes"), fields.get("input_size"), fields.get("scale")
-    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-        raise APIError(422, "invalid_metadata", f"classes must be a list of {', '.join(CLASSES)}.")
+    description, extra = fields.get("description"), fields.get("extra", {})
+    try:
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise ValueError(f"classes must be a list of names from {', '.join(CLASSES)}.")
+        check_classes(classes)
+    except ValueError as exc:
+        raise APIError(422, "invalid_metadata", str(exc)) from exc
     if not (
         isinstance(size, list)
         and len(size) == 2
@@ -96,6 +112,16 @@ def _checked_metadata(fields: dict[str, Any], upload_format: str, path: Path) ->
         raise APIError(422, "invalid_metadata", "input_size must be [width, height] in pixels.")
     if not isinstance(scale, int | float) or isinstance(scale, bool) or not 0 < scale <= 1:
         raise APIError(422, "invalid_metadata", "scale must be a number in (0, 1], e.g. 1/255.")
+    if description is not None and (
+        not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS
+    ):
+        raise APIError(
+            422,
+            "invalid_metadata",
+            f"description must be text of at most {MAX_DESCRIPTION_CHARS} characters.",
+        )
+    if not isinstance(extra, dict):
+        raise APIError(422, "invalid_metadata", "extra must be a JSON object.")
     sha256 = file_sha256(path)
     if fields.get("sha256") not in (None, sha256):
         raise APIError(422, "sha256_mismatch", "The file's sha256 differs from the metadata's.")
@@ -105,14 +131,14 @@ def _checked_metadata(fields: dict[str, Any], upload_format: str, path: Path) ->
         )
     return ModelMetadata(
         version=fields["version"],
-        description=str(fields.get("description") or f"Uploaded {upload_format} model."),
+        description=description or f"Uploaded {upload_format} model.",
         file=f"model.{upload_format}",
         sha256=sha256,
         format=upload_format,
         classes=tuple(classes),
         input_size=(size[0], size[1]),
         scale=float(scale),
-        extra=fields.get("extra") if isinstance(fields.get("extra"), dict) else {},
+        extra=extra,
     )
 
 
@@ -146,25 +172,39 @@ def upload_model():
     upload_format = _upload_format(upload)
     fields = _metadata_fields()
     registry = services.registry()
-    registry.folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=registry.folder, prefix=".upload-") as staging:
+    registry.staging.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=registry.staging) as staging:
         path = Path(staging) / f"model.{upload_format}"
         upload.save(path)
         metadata = _checked_metadata(fields, upload_format, path)
         registry.add(path, metadata, "validating", origin="upload")
+    return _queue_validation(metadata.version)
+
+
+@bp.post("/models/<version>/validate")
+def revalidate(version: str):
+    """Validate a version again: after a worker failed mid-validation, or a fix elsewhere."""
+    registry = services.registry()
+    if registry.status(version)["state"] == "valid":
+        raise APIError(409, "already_valid", f"Version {version!r} is already valid.")
+    registry.set_status(version, "validating")
+    return _queue_validation(version)
+
+
+def _queue_validation(version: str):
     jobs = services.jobs()
-    job_id = jobs.create("validate_model", version=metadata.version)
-    services.celery().send_task(
-        VALIDATE_MODEL_TASK, args=(job_id, metadata.version), task_id=job_id
-    )
+    job_id = jobs.create("validate_model", version=version)
+    services.celery().send_task(VALIDATE_MODEL_TASK, args=(job_id, version), task_id=job_id)
     body, status = queued_response(job_id)
-    return {**body, "version": metadata.version, "state": "validating"}, status
+    return {**body, "version": version, "state": "validating"}, status
 
 
 def _activate(version: str) -> dict[str, Any]:
-    registry = services.registry()
-    previous = registry.activate(version)
-    notified = services.jobs().redis.publish(ACTIVATION_CHANNEL, version)
+    previous = services.registry().activate(version)
+    try:
+        notified = services.jobs().redis.publish(ACTIVATION_CHANNEL, version)
+    except RedisError:  # the pointer moved; workers also look at it on their own
+        notified = 0
     return {"active": version, "previous": previous, "workers_notified": notified}
 
 

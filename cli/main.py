@@ -24,22 +24,41 @@ def _demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse(command: str, message: str) -> int:
+    print(f"ecosnap {command}: {message}", file=sys.stderr)
+    return 2
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
 def _train(args: argparse.Namespace) -> int:
     import time
 
     from common.datasets import DatasetError
+    from common.registry import RegistryError, check_version_name
     from common.settings import Settings
     from training.train import report_dir_for, train
 
-    if args.weights is not None and not args.weights.is_file():
-        print(f"ecosnap train: --weights {args.weights}: no such file", file=sys.stderr)
-        return 2
     version = args.version or time.strftime("%Y%m%d-%H%M%S")
     output = args.output or Path("var") / "trained" / version / "model.h5"
+    try:
+        check_version_name(version)
+    except RegistryError as exc:
+        return _refuse("train", f"--version: {exc.message}")
+    if output.suffix != ".h5":
+        return _refuse("train", "--output must name the .h5 file (the .keras twin goes beside it).")
+    if args.weights is not None and not args.weights.is_file():
+        return _refuse("train", f"--weights {args.weights}: no such file")
     try:
         metadata = train(
             args.data,
             output,
+            version,
             architecture=args.architecture,
             epochs=args.epochs,
             batch_size=args.batch_size,
@@ -47,13 +66,13 @@ def _train(args: argparse.Namespace) -> int:
             seed=args.seed,
             weights=args.weights,
             augment=args.augment,
-            version=version,
             description=args.description,
             limits=Settings.from_env().zip_limits,
         )
     except DatasetError as exc:
-        print(f"ecosnap train: {exc.message}", file=sys.stderr)
-        return 2
+        return _refuse("train", exc.message)
+    except ValueError as exc:  # initial weights that do not fit the network
+        return _refuse("train", str(exc))
     test = metadata.extra["test_metrics"]
     print(
         f"Saved {output} and {output.with_suffix('.keras')} (version {metadata.version}), "
@@ -109,9 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", type=Path, default=None, help="the .h5 path (default var/trained/VERSION/)"
     )
     train.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="small_cnn")
-    train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--patience", type=int, default=5, help="early stopping, in epochs")
+    train.add_argument("--epochs", type=positive_int, default=30)
+    train.add_argument("--batch-size", type=positive_int, default=32)
+    train.add_argument("--patience", type=positive_int, default=5, help="early stopping, in epochs")
     train.add_argument("--seed", type=int, default=DEMO_SEED)
     train.add_argument("--weights", type=Path, default=None, help="start from a local file")
     train.add_argument(

@@ -7,11 +7,13 @@ folders by training, so both accept the same layouts and class-name aliases.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from common.labels import CLASSES, resolve_class
+from common.storage import StorageError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 ARCHIVE_SUFFIXES = frozenset({".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".rar", ".7z"})
@@ -40,6 +42,21 @@ class ZipLimits:
     max_uncompressed_bytes: int = 4 * 1024**3
     max_compression_ratio: float = 100.0
     max_member_bytes: int = 10 * 1024**2
+
+
+def read_member(archive: zipfile.ZipFile, name: str) -> bytes:
+    """A member's bytes; a damaged, encrypted or oddly compressed member is just unreadable."""
+    try:
+        return archive.read(name)
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        OSError,
+        RuntimeError,
+        NotImplementedError,
+    ) as exc:
+        raise StorageError(f"{name}: {exc}") from exc
 
 
 def label_and_split(path: PurePosixPath) -> tuple[str | None, str | None]:

@@ -193,11 +193,16 @@ class JobWaiter:
 
     def _on_message(self, message: dict[str, Any]) -> None:
         job_id = message["channel"].decode().split(":")[2]
-        outcome = json.loads(message["data"])
         with self._lock:
-            expectations = self._waiters.get(job_id, [])
+            expectations = list(self._waiters.get(job_id, ()))
+        if not expectations:
+            return
+        try:
+            outcome = json.loads(message["data"])
+        except ValueError:  # not an outcome: read the record instead
+            outcome = {}
         for expectation in expectations:
-            expectation.outcome = outcome
+            expectation.outcome = outcome if isinstance(outcome, dict) else {}
             expectation.event.set()
 
     @staticmethod
@@ -210,7 +215,8 @@ class JobWaiter:
         """Listen for ``job_id`` finishing; yields ``wait(timeout_s)``.
 
         Enter it before the job's task is sent and the finish cannot be missed, so
-        the outcome comes from the notice alone, with no read of the record.
+        the outcome comes from the notice alone, with no read of the record. For a
+        job that may already have finished, read the record after entering.
         """
         expectation = _Expectation()
         with self._lock:
@@ -230,14 +236,6 @@ class JobWaiter:
                 expectations.remove(expectation)
                 if not expectations:
                     del self._waiters[job_id]
-
-    def wait(self, job_id: str, timeout_s: float) -> dict[str, Any] | None:
-        """The record (or outcome) once finished, or ``None`` when ``timeout_s`` runs out."""
-        with self.expect(job_id) as outcome:
-            record = self.jobs.get(job_id)
-            if record is None or record["status"] in FINISHED:
-                return record
-            return outcome(timeout_s)
 
 
 @dataclass

@@ -62,6 +62,14 @@ class ModelMetadata:
         return f"{width}x{height} pixels"
 
 
+def check_classes(classes: tuple[str, ...] | list[str]) -> None:
+    """A model's classes must be distinct names of the service's classes (any order)."""
+    if not all(name in CLASSES for name in classes) or len(set(classes)) != len(classes):
+        raise ValueError(
+            f"classes must be distinct names from {', '.join(CLASSES)}; got {list(classes)}."
+        )
+
+
 def metadata_path_for(model_path: Path) -> Path:
     """``default.h5`` -> ``default.h5.json``; a SavedModel dir ``sm/`` -> ``sm.json``.
 

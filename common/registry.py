@@ -22,6 +22,8 @@ import json
 import os
 import re
 import shutil
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +36,9 @@ from common.model_metadata import ModelMetadata, file_sha256
 
 ACTIVATION_CHANNEL = "ecosnap:models:activated"
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
-STATES = ("validating", "valid", "invalid")
+# Names of the management routes under /models/, never version names.
+RESERVED_VERSIONS = frozenset({"active", "rollback"})
+STALE_STAGING_S = 3600
 
 
 class RegistryError(ValueError):
@@ -54,12 +58,16 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def check_version_name(version: str) -> None:
-    if not isinstance(version, str) or not VERSION_PATTERN.match(version):
+    if (
+        not isinstance(version, str)
+        or not VERSION_PATTERN.match(version)
+        or version in RESERVED_VERSIONS
+    ):
         raise RegistryError(
             422,
             "invalid_version",
             "A version is 1 to 64 letters, digits, '.', '_', '+' or '-', starting with a "
-            "letter or digit.",
+            f"letter or digit, and not {' or '.join(sorted(RESERVED_VERSIONS))}.",
         )
 
 
@@ -68,6 +76,8 @@ class ModelRegistry:
         self.folder = root / name
         self.name = name
         self._versions = self.folder / "versions"
+        # Uploads and copies are assembled here, then renamed into ``versions/``.
+        self.staging = self.folder / ".staging"
 
     # -- reading ------------------------------------------------------------------
     def version_dir(self, version: str) -> Path:
@@ -91,7 +101,11 @@ class ModelRegistry:
     def versions(self) -> list[str]:
         if not self._versions.is_dir():
             return []
-        return sorted(p.name for p in self._versions.iterdir() if (p / "status.json").is_file())
+        return sorted(
+            p.name
+            for p in self._versions.iterdir()
+            if VERSION_PATTERN.match(p.name) and (p / "status.json").is_file()
+        )
 
     def active(self) -> dict[str, Any]:
         """``{"version": ..., "history": [...]}``; version ``None`` before any activation."""
@@ -101,12 +115,12 @@ class ModelRegistry:
     def active_version(self) -> str | None:
         return self.active()["version"]
 
-    def describe(self, version: str) -> dict[str, Any]:
+    def describe(self, version: str, active_version: str | None) -> dict[str, Any]:
         """What ``GET /models`` shows of one version."""
         metadata = self.metadata(version)
         return {
             "version": version,
-            "active": version == self.active_version(),
+            "active": version == active_version,
             **self.status(version),
             "description": metadata.description,
             "format": metadata.format,
@@ -139,39 +153,43 @@ class ModelRegistry:
         """
         check_version_name(metadata.version)
         self._versions.mkdir(parents=True, exist_ok=True)
-        staging = self._versions / f".incoming-{uuid.uuid4().hex}"
-        staging.mkdir()
+        self.staging.mkdir(parents=True, exist_ok=True)
+        incoming = Path(tempfile.mkdtemp(dir=self.staging))
         try:
-            target = staging / metadata.file
+            target = incoming / metadata.file
             if source.is_dir():
                 shutil.copytree(source, target)
             else:
                 shutil.copyfile(source, target)
             metadata.write_for(target)
             _write_json(
-                staging / "status.json",
+                incoming / "status.json",
                 {"state": state, "file": metadata.file, "added_at": utc_now(), **details},
             )
             try:
-                os.rename(staging, self._versions / metadata.version)
+                os.rename(incoming, self._versions / metadata.version)
             except OSError as exc:  # the version exists (ENOTEMPTY or EEXIST)
                 raise RegistryError(
                     409, "version_exists", f"Version {metadata.version!r} already exists."
                 ) from exc
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(incoming, ignore_errors=True)
         return self._versions / metadata.version / metadata.file
 
     def set_status(self, version: str, state: str, **details: Any) -> None:
+        """Replace the outcome of a validation; what the version was added with stays."""
         folder = self.version_dir(version)
-        current = self._read(folder / "status.json")
-        _write_json(
-            folder / "status.json",
-            {"state": state, "file": current["file"], "added_at": current["added_at"], **details},
-        )
+        with self._locked():
+            current = self._read(folder / "status.json")
+            kept = {k: v for k, v in current.items() if k not in ("error", "checks")}
+            _write_json(folder / "status.json", {**kept, "state": state, **details})
 
     def activate(self, version: str) -> str | None:
         """Make ``version`` (validated) the active one; returns the previous version."""
+        with self._locked():
+            return self._activate(version)
+
+    def _activate(self, version: str) -> str | None:
         state = self.status(version)
         if state["state"] != "valid":
             raise RegistryError(
@@ -180,12 +198,10 @@ class ModelRegistry:
                 f"Version {version!r} is {state['state']}; only a valid model can be activated."
                 + (f" {state['error']['message']}" if "error" in state else ""),
             )
-        with self._locked():
-            active = self.active()
-            previous = active["version"]
-            history = [*active["history"], {"version": version, "activated_at": utc_now()}]
-            _write_json(self.folder / "active.json", {"version": version, "history": history})
-        return previous
+        active = self.active()
+        history = [*active["history"], {"version": version, "activated_at": utc_now()}]
+        _write_json(self.folder / "active.json", {"version": version, "history": history})
+        return active["version"]
 
     def previous_version(self) -> str:
         """The version that was active before the current one, for a rollback."""
@@ -197,31 +213,45 @@ class ModelRegistry:
         return earlier[-1]
 
     def import_configured(self, model_path: Path) -> str:
-        """Make sure the configured model (``MODEL_PATH``) is in the registry.
+        """Make sure the configured model (``MODEL_PATH``) is in the registry and served.
 
         A model file the registry has not seen (by sha256) is added and activated,
         so pointing ``MODEL_PATH`` at a new file and restarting serves it; a file
         already there changes nothing, so an activation made through the API
-        survives restarts. Returns the active version.
+        survives restarts. An active pointer to a version that is gone or not valid
+        falls back to the configured model. Returns the active version.
         """
         metadata = ModelMetadata.for_model(model_path)
         sha256 = file_sha256(model_path)
         with self._locked():
+            self._remove_stale_staging()
             known = {self.metadata(v).sha256: v for v in self.versions()}
             if sha256 not in known:
-                version = metadata.version
+                version = metadata.version[:55]
                 if version in known.values():
                     version = f"{version}+{sha256[:8]}"
-                known[sha256] = version
                 self.add(
                     model_path,
                     replace(metadata, version=version, sha256=sha256),
                     "valid",
                     origin=f"MODEL_PATH ({model_path.name})",
                 )
-                imported = True
-            else:
-                imported = False
-        if imported or self.active_version() is None:
-            self.activate(known[sha256])
-        return self.active_version()
+                self._activate(version)
+            elif not self._active_is_servable():
+                self._activate(known[sha256])
+            return self.active_version()
+
+    def _active_is_servable(self) -> bool:
+        version = self.active_version()
+        try:
+            return version is not None and self.status(version)["state"] == "valid"
+        except RegistryError:
+            return False
+
+    def _remove_stale_staging(self) -> None:
+        """Staging folders left by a process killed mid-copy; recent ones may be in use."""
+        if not self.staging.is_dir():
+            return
+        for leftover in self.staging.iterdir():
+            if time.time() - leftover.stat().st_mtime > STALE_STAGING_S:
+                shutil.rmtree(leftover, ignore_errors=True)

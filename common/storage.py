@@ -13,10 +13,12 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import quote, unquote, urlparse
 
-from common.settings import Settings
+if TYPE_CHECKING:  # common.settings imports common.datasets, which imports this module
+    from common.settings import Settings
+
 
 GCS_PUBLIC_HOST = "storage.googleapis.com"
 UPLOAD_PREFIX = "uploads/"

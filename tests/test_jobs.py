@@ -1,6 +1,7 @@
 """Job records and waiting, on a real Redis."""
 
 import threading
+from contextlib import ExitStack
 
 import pytest
 from redis import Redis
@@ -34,26 +35,28 @@ def test_finish_records_failures_and_the_batch_size(jobs):
     assert jobs.batch_sizes() == {2: 1}
 
 
-def test_every_waiter_on_a_job_wakes_when_it_finishes(jobs):
+def test_every_waiter_on_a_job_wakes_with_its_outcome(jobs):
     waiter = JobWaiter(jobs)
     job_id = jobs.create("predict")
     answers = []
-    threads = [
-        threading.Thread(target=lambda: answers.append(waiter.wait(job_id, 20))) for _ in range(3)
-    ]
-    for thread in threads:
-        thread.start()
-    jobs.finish({job_id: {"label": "Kertas"}}, {})
-    for thread in threads:
-        thread.join(30)
-    assert [answer["status"] for answer in answers] == ["succeeded"] * 3
+    with ExitStack() as expecting:
+        waits = [expecting.enter_context(waiter.expect(job_id)) for _ in range(3)]
+        threads = [threading.Thread(target=lambda w=w: answers.append(w(20))) for w in waits]
+        for thread in threads:
+            thread.start()
+        jobs.finish({job_id: {"label": "Kertas"}}, {})
+        for thread in threads:
+            thread.join(30)
+    assert answers == [{"status": "succeeded", "result": {"label": "Kertas"}}] * 3
 
 
-def test_wait_returns_none_when_time_runs_out_and_at_once_when_done(jobs):
+def test_an_expectation_times_out_and_a_status_only_notice_reads_the_record(jobs):
     waiter = JobWaiter(jobs)
     pending = jobs.create("predict")
-    assert waiter.wait(pending, 0.2) is None
-    done = jobs.create("predict")
-    jobs.finish({done: {"label": "Kardus"}}, {})
-    assert waiter.wait(done, 0)["status"] == "succeeded"
-    assert waiter.wait("f" * 32, 1) is None
+    with waiter.expect(pending) as wait:
+        assert wait(0.2) is None
+    evaluation = jobs.create("evaluate")
+    with waiter.expect(evaluation) as wait:
+        assert jobs.cancel(evaluation)
+        record = wait(20)
+    assert record["status"] == "cancelled" and record["kind"] == "evaluate"

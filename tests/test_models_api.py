@@ -2,6 +2,7 @@
 
 import io
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -30,6 +31,9 @@ def upload(client, data=None, filename="model.h5", metadata=None, headers=AUTH):
     form = {"model": (io.BytesIO(data or DEFAULT_MODEL_PATH.read_bytes()), filename)}
     if metadata is not False:
         form["metadata"] = metadata or metadata_json()
+        if isinstance(form["metadata"], tuple):  # (file name, text): a file part
+            name, text = form["metadata"]
+            form["metadata"] = (io.BytesIO(text.encode()), name)
     return client.post("/models", data=form, headers=headers)
 
 
@@ -111,3 +115,42 @@ def test_activation_errors(admin_client):
     assert (empty.status_code, empty.json["error"]["code"]) == (400, "missing_field")
     rollback = admin_client.post("/models/rollback", headers=AUTH)
     assert (rollback.status_code, rollback.json["error"]["code"]) == (409, "no_previous_version")
+
+
+def test_nested_or_non_string_inputs_are_client_errors(admin_client):
+    deep = "[" * 10_000 + "]" * 10_000
+    response = admin_client.put(
+        "/models/active", data=deep, content_type="application/json", headers=AUTH
+    )
+    assert (response.status_code, response.json["error"]["code"]) == (400, "invalid_json")
+    assert upload(admin_client, metadata=deep).json["error"]["code"] == "invalid_metadata"
+    number = admin_client.put("/models/active", json={"version": 7}, headers=AUTH)
+    assert (number.status_code, number.json["error"]["code"]) == (422, "invalid_version")
+
+
+@pytest.mark.parametrize(
+    ("metadata", "status", "code"),
+    [
+        (metadata_json(classes=["Kaca", "Bottle"]), 422, "invalid_metadata"),
+        (metadata_json(description="x" * 501), 422, "invalid_metadata"),
+        (metadata_json(extra=[1]), 422, "invalid_metadata"),
+        (metadata_json(extra={"notes": "x" * 70_000}), 413, "metadata_too_large"),
+    ],
+)
+def test_metadata_is_checked_before_anything_is_stored(admin_client, metadata, status, code):
+    response = upload(admin_client, metadata=("m.json", metadata))
+    assert (response.status_code, response.json["error"]["code"]) == (status, code)
+
+
+def test_a_version_can_be_validated_again_unless_valid(admin_client):
+    assert upload(admin_client).status_code == 202
+    again = admin_client.post("/models/v2/validate", headers=AUTH)
+    assert again.status_code == 202 and again.json["state"] == "validating"
+    valid = admin_client.post("/models/demo-1/validate", headers=AUTH)
+    assert (valid.status_code, valid.json["error"]["code"]) == (409, "already_valid")
+
+
+def test_model_info_says_so_when_the_active_version_is_gone(admin_client, settings):
+    shutil.rmtree(settings.registry_dir / "waste-classifier" / "versions" / "demo-1")
+    response = admin_client.get("/model-info")
+    assert (response.status_code, response.json["error"]["code"]) == (503, "no_active_model")

@@ -1,6 +1,7 @@
 """The model registry folder: versions, states, the active pointer and rollback."""
 
 import json
+import os
 import shutil
 from dataclasses import replace
 
@@ -88,3 +89,36 @@ def test_rollback_needs_an_earlier_version(registry):
     with pytest.raises(RegistryError) as refused:
         registry.previous_version()
     assert refused.value.code == "no_previous_version"
+
+
+def test_half_copied_versions_are_never_listed_and_stale_ones_are_cleared(registry):
+    registry.import_configured(DEFAULT_MODEL_PATH)
+    leftover = registry.staging / "tmpabc"
+    leftover.mkdir(parents=True)
+    (leftover / "status.json").write_text("{}")
+    os.utime(leftover, (0, 0))
+    assert registry.versions() == ["demo-1"]
+    registry.import_configured(DEFAULT_MODEL_PATH)
+    assert not leftover.exists()
+
+
+def test_a_dangling_active_pointer_falls_back_to_the_configured_model(registry):
+    registry.import_configured(DEFAULT_MODEL_PATH)
+    add_version(registry, "v2")
+    registry.activate("v2")
+    shutil.rmtree(registry.folder / "versions" / "v2")
+    assert registry.import_configured(DEFAULT_MODEL_PATH) == "demo-1"
+
+
+def test_a_new_status_keeps_what_the_version_was_added_with(registry):
+    add_version(registry, "v2", state="validating")
+    registry.set_status("v2", "invalid", error={"code": "invalid_model", "message": "m"})
+    registry.set_status("v2", "valid", checks={"classes": 6})
+    status = registry.status("v2")
+    assert status["state"] == "valid" and "error" not in status and "added_at" in status
+
+
+def test_route_names_are_not_version_names(registry):
+    for reserved in ("active", "rollback"):
+        with pytest.raises(RegistryError):
+            add_version(registry, reserved)

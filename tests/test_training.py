@@ -60,6 +60,21 @@ def test_the_fingerprint_names_the_content(tmp_path):
     assert load(str(tmp_path / "a"), SIZE, SCALE).fingerprint != before
 
 
+def test_the_split_follows_the_images_not_their_names_or_order(tmp_path):
+    write_dataset(tmp_path / "a", per_class=5, seed=2)
+    folder = load(str(tmp_path / "a"), SIZE, SCALE)
+    renamed = tmp_path / "b"
+    for path in sorted((tmp_path / "a").rglob("*.jpg")):
+        target = renamed / path.parent.name / f"z{path.stem[::-1]}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    other = load(str(renamed), SIZE, SCALE)
+    np.testing.assert_array_equal(folder.images, other.images)
+    first, _ = assign_splits(folder.labels, folder.given_splits, seed=3)
+    second, _ = assign_splits(other.labels, other.given_splits, seed=3)
+    assert all(np.array_equal(first[name], second[name]) for name in first)
+
+
 def test_unreadable_images_are_counted_not_fatal(tmp_path):
     write_dataset(tmp_path, per_class=1)
     (tmp_path / "Kaca" / "broken.jpg").write_bytes(photo()[:500])
@@ -147,9 +162,22 @@ def test_an_unreachable_kaggle_dataset_is_a_clear_error(tmp_path, monkeypatch, o
     assert main(["train", "kaggle:not a handle"]) == 2
 
 
-def test_a_missing_weights_file_is_a_clear_error(tmp_path, capsys):
-    assert main(["train", str(tmp_path), "--weights", str(tmp_path / "nope.keras")]) == 2
-    assert "no such file" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--weights", "nope.keras"], "no such file"),
+        (["--version", "../x"], "--version"),
+        (["--output", "model.keras"], "--output must name the .h5 file"),
+    ],
+)
+def test_bad_train_arguments_are_clear_errors(tmp_path, capsys, arguments, message):
+    assert main(["train", str(tmp_path), *arguments]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_zero_epoch_count_is_refused_by_the_parser(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["train", str(tmp_path), "--epochs", "0"])
 
 
 def train_tiny(tmp_path, *extra: str) -> ModelMetadata:

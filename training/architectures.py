@@ -86,12 +86,13 @@ def load_initial_weights(model, path: Path) -> None:
     beforehand, e.g. ``mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_128_no_top.h5``)
     is accepted too and goes into the backbone.
     """
+    backbone = next((layer for layer in model.layers if layer.name.startswith("mobilenet")), None)
     try:
-        model.load_weights(path)
-    except ValueError:
-        backbone = next(
-            (layer for layer in model.layers if layer.name.startswith("mobilenet")), None
-        )
-        if backbone is None:
-            raise
-        backbone.load_weights(path)
+        try:
+            model.load_weights(path)
+        except ValueError:
+            if backbone is None:
+                raise
+            backbone.load_weights(path)
+    except ValueError as exc:
+        raise ValueError(f"{path.name} holds no weights for this {model.name}: {exc}") from exc

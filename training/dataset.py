@@ -12,13 +12,22 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from common.datasets import DatasetCatalog, DatasetError, ZipLimits, catalog_folder, catalog_zip
+from common.datasets import (
+    DatasetCatalog,
+    DatasetError,
+    ZipLimits,
+    catalog_folder,
+    catalog_zip,
+    read_member,
+)
 from common.labels import CLASSES
 from common.preprocessing import ImageRejected, preprocess
+from common.storage import StorageError
 
 KAGGLE_PREFIX = "kaggle:"
 SPLITS = ("train", "val", "test")
@@ -73,7 +82,7 @@ def open_source(
             archive = zipfile.ZipFile(path)
         except zipfile.BadZipFile as exc:
             raise DatasetError("not_a_zip", f"{path} is neither a folder nor a zip.") from exc
-        return catalog_zip(archive, limits), archive.read, path.name
+        return catalog_zip(archive, limits), partial(read_member, archive), path.name
     raise DatasetError("dataset_not_found", f"{source}: no such folder or zip.")
 
 
@@ -82,31 +91,34 @@ def load(
 ) -> LabelledImages:
     """Decode every labelled image of ``source``; unreadable ones are counted, not fatal.
 
-    The fingerprint hashes each image's bytes with its class and given split, so it
-    names the data itself: renaming files keeps it, changing one pixel does not.
+    Images are ordered by their given split, class and content hash, not by file
+    name or archive order, so the same images split the same way for a seed however
+    they are named or packed. The fingerprint hashes those same entries: renaming
+    files keeps it, changing one pixel does not.
     """
     catalog, read, name = open_source(source, limits or ZipLimits())
-    images, labels, splits, entries = [], [], [], []
+    entries = []
     skipped = Counter(catalog.skipped)
     for split, items in catalog.by_split.items():
         for member, label in items:
-            data = read(member)
             try:
-                images.append(preprocess(data, size, scale))
-            except ImageRejected:
+                data = read(member)
+                image = preprocess(data, size, scale)
+            except (ImageRejected, StorageError, OSError):
                 skipped["unreadable_image"] += 1
                 continue
-            labels.append(label)
-            splits.append(split)
-            entries.append(f"{split or ''}\t{CLASSES[label]}\t{hashlib.sha256(data).hexdigest()}")
-    if not images:
+            entries.append((split or "", CLASSES[label], hashlib.sha256(data).hexdigest(), image))
+    if not entries:
         raise DatasetError("no_readable_images", f"No image of {source} could be read.")
+    entries.sort(key=lambda entry: entry[:3])
     return LabelledImages(
         name=name,
-        images=np.stack(images),
-        labels=np.asarray(labels, dtype=np.int64),
-        given_splits=splits,
-        fingerprint=hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest(),
+        images=np.stack([entry[3] for entry in entries]),
+        labels=np.array([CLASSES.index(entry[1]) for entry in entries], dtype=np.int64),
+        given_splits=[entry[0] or None for entry in entries],
+        fingerprint=hashlib.sha256(
+            "\n".join("\t".join(entry[:3]) for entry in entries).encode()
+        ).hexdigest(),
         skipped=skipped,
     )
 

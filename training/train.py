@@ -8,7 +8,6 @@ pipeline, and only for training batches, so the saved model holds no random laye
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +54,7 @@ def balanced_class_weights(labels: np.ndarray) -> dict[int, float]:
 def train(
     data: str,
     output: Path,
+    version: str,
     architecture: str = "small_cnn",
     epochs: int = 30,
     batch_size: int = 32,
@@ -62,7 +62,6 @@ def train(
     seed: int = 0,
     weights: Path | None = None,
     augment: bool = True,
-    version: str | None = None,
     description: str | None = None,
     limits: ZipLimits | None = None,
 ) -> ModelMetadata:
@@ -118,10 +117,11 @@ def train(
 
     predicted = model.predict(x["test"], batch_size=batch_size, verbose=0).argmax(axis=1)
     test_metrics = metrics(y["test"].tolist(), predicted.tolist())
-    val_accuracy = float(np.max(history.history["val_accuracy"]))
+    # The weights kept are those of the lowest validation loss (early stopping).
+    best_epoch = int(np.argmin(history.history["val_loss"]))
+    val_accuracy = float(history.history["val_accuracy"][best_epoch])
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    version = version or time.strftime("%Y%m%d-%H%M%S")
     extra = {
         "architecture": architecture,
         "data": dataset.name,
@@ -132,6 +132,7 @@ def train(
         "seed": seed,
         "epochs": epochs,
         "epochs_run": len(history.history["loss"]),
+        "best_epoch": best_epoch + 1,
         "augmentation": list(AUGMENTATION) if augment else [],
         "class_weights": {CLASSES[c]: w for c, w in class_weights.items()},
         "initial_weights": weights.name if weights else None,

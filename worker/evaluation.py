@@ -16,7 +16,6 @@ import itertools
 import json
 import time
 import zipfile
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.datasets import DatasetError, plan_zip
+from common.datasets import DatasetError, plan_zip, read_member
 from common.jobs import WORKER_ERROR, JobStore, utc_now
 from common.labels import CLASSES
 from common.reports import confusion_png, metrics
@@ -58,21 +57,6 @@ def _zip_at(path: Path) -> zipfile.ZipFile:
         return zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
         raise DatasetError("not_a_zip", "The dataset is not a readable zip file.") from exc
-
-
-def _read_member(archive: zipfile.ZipFile, name: str) -> bytes:
-    """A member's bytes; a damaged, encrypted or oddly compressed member is just unreadable."""
-    try:
-        return archive.read(name)
-    except (
-        zipfile.BadZipFile,
-        zlib.error,
-        EOFError,
-        OSError,
-        RuntimeError,
-        NotImplementedError,
-    ) as exc:
-        raise StorageError(f"{name}: {exc}") from exc
 
 
 def start(
@@ -141,7 +125,7 @@ def run_chunk(
         jobs.fail(job_id, "dataset_unreadable", f"The dataset could not be read: {exc}")
         return
     prepared = prepare_each(
-        [partial(_read_member, archive, name) for name, _ in items],
+        [partial(read_member, archive, name) for name, _ in items],
         runtime.metadata,
         settings.max_image_pixels,
     )
@@ -163,6 +147,7 @@ def run_chunk(
         "y_pred": y_pred,
         "skipped": {"unreadable_image": len(items) - len(y_true)},
         "model_version": runtime.metadata.version,
+        "classified_at": utc_now(),
     }
     if jobs.add_chunk(job_id, outcome, images=len(items)) == int(record["chunks_total"]):
         finish(job_id, jobs)

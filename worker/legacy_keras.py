@@ -30,7 +30,7 @@ def is_keras2_h5(path: Path) -> bool:
     """An ``.h5`` model file whose ``keras_version`` attribute is not 3.x."""
     import h5py
 
-    if path.suffix.lower() not in (".h5", ".hdf5"):
+    if path.suffix.lower() != ".h5":
         return False
     with h5py.File(path, "r") as file:
         version = file.attrs.get("keras_version", "")

@@ -4,7 +4,8 @@ A worker holds the active version's runtime plus a few recent ones, so an evalua
 that started on one version finishes on it even after another is activated. A
 switch loads the new version on the watcher thread and then replaces one reference:
 a prediction batch takes that reference once when it starts, so every job in it is
-answered by one version and none waits for a model to load.
+answered by one version, and predictions never wait for a switch. (An evaluation
+chunk of a version this worker does not hold loads it first, on the consumer.)
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ class ServedModels:
         self._accelerated = accelerated
         self._runtimes: OrderedDict[str, ModelRuntime] = OrderedDict()
         self._lock = threading.Lock()
-        self._failed: set[str] = set()
+        # Activations (version and time) whose model failed to load here: not retried
+        # until the version is activated again.
+        self._failed: set[tuple[str, str]] = set()
+        self.load_error: str | None = None
         self.active: ModelRuntime | None = None
 
     def load(self, version: str) -> ModelRuntime:
@@ -52,31 +56,38 @@ class ServedModels:
         with self._lock:
             runtime = self._runtimes.setdefault(version, runtime)
             self._runtimes.move_to_end(version)
-            while len(self._runtimes) > KEEP_VERSIONS:
-                self._runtimes.popitem(last=False)
+            served = self.active.metadata.version if self.active else version
+            for old in [v for v in self._runtimes if v not in (served, version)]:
+                if len(self._runtimes) <= KEEP_VERSIONS:
+                    break
+                del self._runtimes[old]
         return runtime
 
     def refresh(self) -> bool:
         """Serve the registry's active version; ``True`` if this switched models.
 
-        A version that fails to load is logged once and skipped: the worker goes on
-        serving what it has rather than failing every job.
+        A version that fails to load is logged, reported in ``load_error`` (the
+        heartbeat carries it) and skipped until it is activated again: the worker
+        goes on serving what it has rather than failing every job.
         """
-        version = self.registry.active_version()
-        if version is None or version in self._failed:
+        active = self.registry.active()
+        version = active["version"]
+        activation = (version, active["history"][-1]["activated_at"] if active["history"] else "")
+        if version is None or activation in self._failed:
             return False
         if self.active is not None and self.active.metadata.version == version:
             return False
         try:
             runtime = self.runtime(version)
-        except Exception:
+        except Exception as exc:
             if self.active is None:
                 raise
             log.exception("Could not load model version %s; still serving %s",
                           version, self.active.metadata.version)  # fmt: skip
-            self._failed.add(version)
+            self._failed.add(activation)
+            self.load_error = f"version {version}: {type(exc).__name__}: {exc}"
             return False
-        self.active = runtime
+        self.active, self.load_error = runtime, None
         log.info("Now serving model version %s", version)
         return True
 

@@ -60,6 +60,7 @@ def load_model(**_: object) -> None:
                 "pid": os.getpid(),
                 "model_version": models.active.metadata.version,
                 "runtime": type(models.active).__name__,
+                "load_error": models.load_error,
             },
             settings.heartbeat_interval_s,
         ),
@@ -128,8 +129,9 @@ def validate_model(job_id: str, version: str) -> None:
     except Exception as exc:
         invalid = isinstance(exc, InvalidModel)
         error = {"code": "invalid_model", "message": str(exc)} if invalid else WORKER_ERROR
-        registry.set_status(version, "invalid", error=error)
         jobs.fail(job_id, **error)
+        # Invalid either way; POST /models/<version>/validate tries again.
+        registry.set_status(version, "invalid", error=error)
         if not invalid:
             raise
         return

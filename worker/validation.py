@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from common.labels import CLASSES
-from common.model_metadata import ModelMetadata
+from common.model_metadata import ModelMetadata, check_classes
 from common.registry import ModelRegistry
 from worker.conversion import sample_batch
 from worker.runtime import ModelRuntime, load_runtime
@@ -21,15 +21,6 @@ from worker.runtime import ModelRuntime, load_runtime
 
 class InvalidModel(ValueError):
     """A model version that fails validation; the message says which check and why."""
-
-
-def check_metadata(metadata: ModelMetadata) -> None:
-    unknown = [name for name in metadata.classes if name not in CLASSES]
-    if unknown or len(set(metadata.classes)) != len(metadata.classes):
-        raise InvalidModel(
-            f"The metadata's classes must be distinct names from {', '.join(CLASSES)}; "
-            f"got {list(metadata.classes)}."
-        )
 
 
 def check_runtime(runtime: ModelRuntime) -> dict[str, Any]:
@@ -73,7 +64,10 @@ def check_runtime(runtime: ModelRuntime) -> dict[str, Any]:
 def validate(registry: ModelRegistry, version: str) -> dict[str, Any]:
     """Load ``version`` as a worker would and check it; raises ``InvalidModel``."""
     path = registry.model_path(version)
-    check_metadata(ModelMetadata.for_model(path))
+    try:
+        check_classes(ModelMetadata.for_model(path).classes)
+    except ValueError as exc:
+        raise InvalidModel(f"The metadata's {exc}") from exc
     try:
         runtime = load_runtime(path, warm_up=False)
     except Exception as exc:  # any framework's load or first-call error means "broken"
