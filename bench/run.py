@@ -3,7 +3,7 @@
 Same images, same model, same machine: ``limit_images_per_s`` (decode, preprocess
 and batched inference in this process), ``naive_images_per_s`` (one
 ``model.predict`` per image, as the seed did), then a real stack (private Redis,
-one Celery worker, gunicorn) measured over HTTP.
+the two Celery workers of ``ecosnap up``, gunicorn) measured over HTTP.
 """
 
 from __future__ import annotations
@@ -27,7 +27,16 @@ import numpy as np
 import requests
 from redis import Redis
 
-from cli.processes import free_port, http_ok, start_api, start_redis, start_worker, stop, wait_until
+from cli.processes import (
+    free_port,
+    http_ok,
+    start_api,
+    start_redis,
+    start_workers,
+    stop,
+    wait_until,
+)
+from common.heartbeat import live_workers
 from common.jobs import JobStore
 from common.labels import CLASSES
 from common.preprocessing import decode_for_model, preprocess
@@ -220,15 +229,20 @@ def stack_metrics(
             "ACCELERATE": settings.accelerate,
         }
         port = free_port()
-        worker = start_worker(env, log_path=Path(var_dir) / "worker.log", queues=("predict",))
-        start_worker(env, "evaluate", Path(var_dir) / "eval-worker.log", ("evaluate",), nice=10)
+        workers = start_workers(env, Path(var_dir))
+        predict_worker, evaluate_worker = workers
         api = start_api(env, port, log_path=Path(var_dir) / "api.log")
         base = f"http://127.0.0.1:{port}"
+        jobs = JobStore(Redis.from_url(redis_url), 600)
         try:
-            wait_until(lambda: http_ok(f"{base}/health"), 180, "bench stack", worker)
-            jobs = JobStore(Redis.from_url(redis_url), 600)
+            wait_until(
+                lambda: http_ok(f"{base}/health") and len(live_workers(jobs.redis)) == 2,
+                180,
+                "bench stack",
+                predict_worker,
+            )
             result = over_http(port, small, clients, single)
-            result |= during_evaluation(port, archive, small, worker.pid)
+            result |= during_evaluation(port, archive, small, evaluate_worker.pid)
             api_pids = [api.pid, *children(api.pid)]
             result |= {
                 "batch_sizes": jobs.batch_sizes(),
@@ -237,9 +251,8 @@ def stack_metrics(
                 "api_loads_tensorflow": any(loads_tensorflow(pid) for pid in api_pids),
             }
         finally:
-            stop(api)
-            stop(worker)
-            stop(redis_process)
+            for process in (api, *workers, redis_process):
+                stop(process)
     return result
 
 

@@ -124,6 +124,26 @@ def start_worker(
     return spawn(["nice", "-n", str(nice), *command] if nice else command, env, log_path)
 
 
+EVALUATE_NICE = 10
+
+
+def start_workers(env: dict[str, str], log_dir: Path) -> list[subprocess.Popen]:
+    """One worker for photos and one, at a lower CPU priority, for evaluations.
+
+    With both on one machine, the kernel gives the photo worker the cores whenever it
+    has work, so a photo never waits behind a dataset chunk, and the evaluation
+    takes every cycle the photos leave.
+    """
+    from worker.celery import EVALUATE_QUEUE, PREDICT_QUEUE
+
+    return [
+        start_worker(env, "predict", log_dir / "worker.log", (PREDICT_QUEUE,)),
+        start_worker(
+            env, "evaluate", log_dir / "evaluate-worker.log", (EVALUATE_QUEUE,), EVALUATE_NICE
+        ),
+    ]
+
+
 def start_api(
     env: dict[str, str],
     port: int,

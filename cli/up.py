@@ -1,4 +1,4 @@
-"""``ecosnap up``: Redis (private unless ``REDIS_URL`` is set), a worker and the API."""
+"""``ecosnap up``: Redis (private unless ``REDIS_URL`` is set), the workers and the API."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from cli.processes import http_ok, start_api, start_redis, start_worker, stop, wait_until
+from cli.processes import http_ok, start_api, start_redis, start_workers, stop, wait_until
 from common.settings import Settings
 
 
@@ -31,7 +31,7 @@ def up(port: int, startup_timeout_s: float = 180.0) -> int:
             children.append(redis_process)
             print(f"Started a private Redis at {redis_url} (data in {settings.var_dir / 'redis'})")
         env = {"REDIS_URL": redis_url, "ECOSNAP_VAR_DIR": str(settings.var_dir)}
-        children.append(start_worker(env, log_path=logs / "worker.log"))
+        children.extend(start_workers(env, logs))
         children.append(start_api(env, port, log_path=logs / "api.log"))
         base_url = f"http://127.0.0.1:{port}"
         print(f"EcoSnap ML API at {base_url} (logs in {logs})")

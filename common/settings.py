@@ -36,7 +36,7 @@ class Settings:
     max_dataset_uncompressed_mb: float = 4096.0
     max_dataset_members: int = 100_000
     max_compression_ratio: float = 100.0
-    eval_chunk_size: int = 32
+    eval_chunk_size: int = 128
     registry_root: Path | None = None
     model_name: str = "waste-classifier"
     admin_api_key: str | None = None

@@ -1,4 +1,4 @@
-"""``ecosnap up`` with no REDIS_URL: it starts its own Redis, a worker and the API."""
+"""``ecosnap up`` with no REDIS_URL: it starts its own Redis, two workers and the API."""
 
 import os
 import signal
@@ -11,6 +11,7 @@ import requests
 from cli.processes import free_port, http_ok, wait_until
 from common.settings import PROJECT_ROOT
 from tests.conftest import photo
+from tests.test_evaluate import dataset_zip
 
 
 def test_up_starts_everything_and_stops_cleanly_on_sigterm(tmp_path):
@@ -42,6 +43,17 @@ def test_up_starts_everything_and_stops_cleanly_on_sigterm(tmp_path):
             f"{base}/predict?wait=20", files={"file": ("p.jpg", photo())}, timeout=30
         )
         assert response.status_code == 200
+        # Evaluations go to the second, lower-priority worker `up` starts.
+        workers = requests.get(f"{base}/health", timeout=5).json()["workers"]
+        assert len(workers) == 2
+        job = requests.post(
+            f"{base}/evaluate", files={"file": ("d.zip", dataset_zip())}, timeout=30
+        ).json()
+        wait_until(
+            lambda: requests.get(job["status_url"], timeout=5).json()["status"] == "succeeded",
+            60,
+            "an evaluation through ecosnap up",
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(60)

@@ -49,7 +49,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # lost.
         "task_acks_late": True,
         # "priority" makes every fetch ask the predict queue before the evaluate
-        # queue (in task_queues order), so photos never wait behind a dataset.
+        # queue (in task_queues order), so a worker serving both takes photos first.
+        # `ecosnap up` and docker-compose go further: one worker per queue, the
+        # evaluate one at a lower CPU priority (cli/processes.py: start_workers).
         "broker_transport_options": {"visibility_timeout": 300, "queue_order_strategy": "priority"},
         # One process per worker, running batches in the consumer itself (solo
         # pool): a model call already uses every core through the runtime's thread
