@@ -189,6 +189,20 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def evaluation_alone(port: int, archive: bytes) -> dict:
+    """The evaluation rate with nothing else to do: the pipeline's efficiency."""
+    base = f"http://127.0.0.1:{port}"
+    job_url = requests.post(f"{base}/evaluate", files={"file": ("d.zip", archive)},
+                            timeout=600).json()["status_url"]  # fmt: skip
+    wait_until(
+        lambda: requests.get(job_url, timeout=30).json()["status"] not in ("queued", "running"),
+        600,
+        "evaluation",
+    )
+    result = requests.get(job_url, timeout=30).json()["result"]
+    return {"eval_alone_images_per_s": result["images"] / result["duration_s"]}
+
+
 def during_evaluation(port: int, archive: bytes, small: list[bytes], worker_pid: int) -> dict:
     """One client's prediction latency while a dataset is evaluated, and the evaluation rate."""
     base = f"http://127.0.0.1:{port}"
@@ -243,6 +257,7 @@ def stack_metrics(
             )
             result = over_http(port, small, clients, single)
             result |= during_evaluation(port, archive, small, evaluate_worker.pid)
+            result |= evaluation_alone(port, archive)
             api_pids = [api.pid, *children(api.pid)]
             result |= {
                 "batch_sizes": jobs.batch_sizes(),
@@ -279,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     archive = dataset_zip(make_images(args.eval_images, SMALL, seed=3))
     results |= stack_metrics(settings, small, archive, args.clients, args.single)
     results["eval_vs_limit"] = results["eval_images_per_s"] / results["limit_images_per_s"]
+    results["eval_alone_vs_limit"] = (
+        results["eval_alone_images_per_s"] / results["limit_images_per_s"]
+    )
     results["e2e_vs_limit"] = results["e2e_images_per_s"] / results["limit_images_per_s"]
     results["e2e_vs_naive"] = results["e2e_images_per_s"] / results["naive_images_per_s"]
     for name, value in results.items():
