@@ -5,7 +5,7 @@ import zipfile
 
 import pytest
 
-from common.datasets import DatasetError, ZipLimits, plan_zip
+from common.datasets import DatasetError, ZipLimits, plan_zip, read_member
 from common.labels import CLASSES
 from tests.conftest import photo
 
@@ -119,7 +119,6 @@ def test_oversized_member_is_skipped():
 
 def test_a_damaged_member_reads_as_unreadable_not_as_a_crash():
     from common.storage import StorageError
-    from worker.evaluation import _read_member
 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -127,4 +126,4 @@ def test_a_damaged_member_reads_as_unreadable_not_as_a_crash():
     damaged = bytearray(buffer.getvalue())
     damaged[damaged.index(IMAGE[:64]) + 100] ^= 0xFF
     with pytest.raises(StorageError):
-        _read_member(zipfile.ZipFile(io.BytesIO(bytes(damaged))), "Kaca/a.jpg")
+        read_member(zipfile.ZipFile(io.BytesIO(bytes(damaged))), "Kaca/a.jpg")
