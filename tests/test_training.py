@@ -80,6 +80,13 @@ def test_unreadable_images_are_counted_not_fatal(tmp_path):
     (tmp_path / "Kaca" / "broken.jpg").write_bytes(photo()[:500])
     loaded = load(str(tmp_path), SIZE, SCALE)
     assert len(loaded.labels) == len(CLASSES) and loaded.skipped["unreadable_image"] == 1
+    # A damaged zip member (its bytes no longer match its CRC) counts the same way.
+    image = photo("Logam", seed=9)
+    data = bytearray(zip_of(tmp_path, {"Logam/damaged.jpg": image}))
+    data[data.index(image[-200:])] ^= 0xFF
+    (tmp_path / "damaged.zip").write_bytes(bytes(data))
+    from_zip = load(str(tmp_path / "damaged.zip"), SIZE, SCALE)
+    assert from_zip.skipped["unreadable_image"] == 2 and len(from_zip.labels) == len(CLASSES)
 
 
 def test_missing_and_unlabelled_sources_are_refused(tmp_path):
