@@ -19,6 +19,7 @@ from werkzeug.datastructures import FileStorage
 
 from api import inputs, services
 from api.errors import APIError
+from api.evaluate import ZIP_MAGIC
 from api.inputs import MULTIPART_OVERHEAD_BYTES
 from api.predict import queued_response
 from common.heartbeat import live_workers
@@ -32,7 +33,7 @@ bp = Blueprint("models", __name__)
 # Leading bytes of each uploadable format; ONNX (a bare protobuf) has none to check.
 FILE_SIGNATURES: dict[str, tuple[int, bytes]] = {
     "h5": (0, b"\x89HDF\r\n\x1a\n"),
-    "keras": (0, b"PK\x03\x04"),
+    "keras": (0, ZIP_MAGIC[0]),  # a .keras file is a zip
     "tflite": (4, b"TFL3"),
 }
 UPLOAD_FORMATS = ("h5", "keras", "onnx", "tflite")

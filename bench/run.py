@@ -107,9 +107,10 @@ def in_process(settings: Settings, small: list[bytes], phone: list[bytes], batch
     }
 
 
-def peak_rss_mb(pid: int) -> float:
+def memory_mb(pid: int, field: str = "VmRSS") -> float:
+    """A process's memory from /proc: ``VmRSS`` now, ``VmHWM`` its peak."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -182,13 +183,6 @@ def dataset_zip(images: list[bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def evaluation_alone(port: int, archive: bytes) -> dict:
     """The evaluation rate with nothing else to do: the pipeline's efficiency."""
     base = f"http://127.0.0.1:{port}"
@@ -206,7 +200,7 @@ def evaluation_alone(port: int, archive: bytes) -> dict:
 def during_evaluation(port: int, archive: bytes, small: list[bytes], worker_pid: int) -> dict:
     """One client's prediction latency while a dataset is evaluated, and the evaluation rate."""
     base = f"http://127.0.0.1:{port}"
-    rss_before = rss_mb(worker_pid)
+    rss_before = memory_mb(worker_pid)
     job_url = requests.post(f"{base}/evaluate", files={"file": ("d.zip", archive)},
                             timeout=600).json()["status_url"]  # fmt: skip
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -220,7 +214,7 @@ def during_evaluation(port: int, archive: bytes, small: list[bytes], worker_pid:
         connection.request("POST", "/predict?wait=30", body, {"Content-Type": content_type})
         connection.getresponse().read()
         latencies.append((time.perf_counter() - start) * 1000)
-        peak_rss = max(peak_rss, rss_mb(worker_pid))
+        peak_rss = max(peak_rss, memory_mb(worker_pid))
     latencies.sort()
     return {
         "p95_ms_predict_during_eval": latencies[int(0.95 * (len(latencies) - 1))],
@@ -261,7 +255,7 @@ def stack_metrics(
             api_pids = [api.pid, *children(api.pid)]
             result |= {
                 "batch_sizes": jobs.batch_sizes(),
-                "api_peak_rss_mb": max(peak_rss_mb(pid) for pid in api_pids),
+                "api_peak_rss_mb": max(memory_mb(pid, "VmHWM") for pid in api_pids),
                 "api_processes": len(api_pids),
                 "api_loads_tensorflow": any(loads_tensorflow(pid) for pid in api_pids),
             }

@@ -117,11 +117,13 @@ class ModelRegistry:
 
     def describe(self, version: str, active_version: str | None) -> dict[str, Any]:
         """What ``GET /models`` shows of one version."""
-        metadata = self.metadata(version)
+        folder = self.version_dir(version)
+        status = self._read(folder / "status.json")
+        metadata = ModelMetadata.for_model(folder / status["file"])
         return {
             "version": version,
             "active": version == active_version,
-            **self.status(version),
+            **status,
             "description": metadata.description,
             "format": metadata.format,
             "sha256": metadata.sha256,

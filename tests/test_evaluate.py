@@ -9,6 +9,7 @@ import requests
 
 from api import create_app
 from cli.processes import wait_until
+from common.jobs import FINISHED
 from common.labels import CLASSES, ENGLISH_NAMES
 from tests.conftest import photo
 
@@ -45,7 +46,7 @@ def finished_job(stack, job_id: str) -> dict:
     def job() -> dict:
         return requests.get(stack.url(f"/jobs/{job_id}"), timeout=TIMEOUT).json()
 
-    wait_until(lambda: job()["status"] in {"succeeded", "failed", "cancelled"}, 120, "evaluation")
+    wait_until(lambda: job()["status"] in FINISHED, 120, f"job {job_id}")
     return job()
 
 

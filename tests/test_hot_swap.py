@@ -15,13 +15,13 @@ import requests
 from redis import Redis
 
 from cli.processes import wait_until
-from common.jobs import FINISHED, JobStore, utc_now
+from common.jobs import JobStore, utc_now
 from common.labels import CLASSES
 from common.model_metadata import ModelMetadata, file_sha256, metadata_path_for
 from common.preprocessing import preprocess
 from common.settings import DEFAULT_MODEL_PATH
 from tests.conftest import photo, run_stack
-from tests.test_evaluate import dataset_zip
+from tests.test_evaluate import dataset_zip, finished_job
 from worker.runtime import load_runtime
 
 KEY = "swap-test-key"
@@ -65,20 +65,13 @@ def second_model(tmp_path_factory):
 
 def expected_confidences(path, version: str) -> dict[tuple[int, str], tuple[str, float]]:
     runtime = load_runtime(path)
-    batch = np.stack([preprocess(image, (128, 128), runtime.metadata.scale) for image in IMAGES])
+    size, scale = runtime.metadata.input_size, runtime.metadata.scale
+    batch = np.stack([preprocess(image, size, scale) for image in IMAGES])
     rows = runtime.predict(batch)
     return {
         (i, version): (CLASSES[int(row.argmax())], float(row.max()) * 100)
         for i, row in enumerate(rows)
     }
-
-
-def wait_for_job(stack, job_id: str) -> dict:
-    def job() -> dict:
-        return requests.get(stack.url(f"/jobs/{job_id}"), timeout=TIMEOUT).json()
-
-    wait_until(lambda: job()["status"] in FINISHED, TIMEOUT, f"job {job_id}")
-    return job()
 
 
 def wait_for_workers_on(stack, version: str) -> None:
@@ -106,7 +99,7 @@ def refuse_a_broken_model(stack) -> None:
         timeout=TIMEOUT,
     )
     assert uploaded.status_code == 202, uploaded.text
-    validation = wait_for_job(stack, uploaded.json()["job_id"])
+    validation = finished_job(stack, uploaded.json()["job_id"])
     assert validation["status"] == "failed"
     assert validation["error"]["code"] == "invalid_model"
     assert "does not load" in validation["error"]["message"]
@@ -148,7 +141,7 @@ def test_activation_and_rollback_under_load(swap_stack, second_model):
                 timeout=TIMEOUT,
             )
             assert uploaded.status_code == 202, uploaded.text
-            validation = wait_for_job(stack, uploaded.json()["job_id"])
+            validation = finished_job(stack, uploaded.json()["job_id"])
             assert validation["status"] == "succeeded", validation
             assert validation["result"]["checks"]["classes"] == len(CLASSES)
 
@@ -179,7 +172,7 @@ def test_activation_and_rollback_under_load(swap_stack, second_model):
             assert rolled_back.json()["active"] == "demo-1", rolled_back.text
             wait_for_workers_on(stack, "demo-1")
             switched_back_at = utc_now()
-            evaluated = wait_for_job(stack, evaluation["job_id"])
+            evaluated = finished_job(stack, evaluation["job_id"])
         finally:
             stop.set()  # also on a failure, or the load threads would run forever
 
