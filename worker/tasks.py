@@ -129,9 +129,13 @@ def validate_model(job_id: str, version: str) -> None:
     except Exception as exc:
         invalid = isinstance(exc, InvalidModel)
         error = {"code": "invalid_model", "message": str(exc)} if invalid else WORKER_ERROR
-        jobs.fail(job_id, **error)
-        # Invalid either way; POST /models/<version>/validate tries again.
-        registry.set_status(version, "invalid", error=error)
+        # The registry first, so a client that sees the job end sees the state too;
+        # the job ends even if the registry cannot be written. Invalid either way:
+        # POST /models/<version>/validate tries again.
+        try:
+            registry.set_status(version, "invalid", error=error)
+        finally:
+            jobs.fail(job_id, **error)
         if not invalid:
             raise
         return
