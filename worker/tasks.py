@@ -126,6 +126,7 @@ def validate_model(job_id: str, version: str) -> None:
     jobs.transition(job_id, ("queued",), status="running", started_at=utc_now())
     try:
         checks = validate(registry, version)
+        registry.set_status(version, "valid", checks=checks, validated_at=utc_now())
     except Exception as exc:
         invalid = isinstance(exc, InvalidModel)
         error = {"code": "invalid_model", "message": str(exc)} if invalid else WORKER_ERROR
@@ -139,7 +140,6 @@ def validate_model(job_id: str, version: str) -> None:
         if not invalid:
             raise
         return
-    registry.set_status(version, "valid", checks=checks, validated_at=utc_now())
     result = {"version": version, "valid": True, "checks": checks}
     jobs.transition(job_id, ("running",), status="succeeded", result=json.dumps(result),
                     finished_at=utc_now())  # fmt: skip
