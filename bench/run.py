@@ -3,7 +3,8 @@
 Same images, same model, same machine: ``limit_images_per_s`` (decode, preprocess
 and batched inference in this process), ``naive_images_per_s`` (one
 ``model.predict`` per image, as the seed did), then a real stack (private Redis,
-the two Celery workers of ``ecosnap up``, gunicorn) measured over HTTP.
+the two Celery workers of ``ecosnap up``, gunicorn) measured over HTTP, with the
+CPU each process spends per request and the frameworks' own floor (``bench.floor``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ import json
 import os
 import statistics
 import tempfile
-import threading
 import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,9 @@ import numpy as np
 import requests
 from redis import Redis
 
+from bench.floor import framework_floor
+from bench.load import PREDICT_PATH, Clients, multipart
+from bench.procfs import children, cpu_ms_per_request, loads_tensorflow, memory_mb
 from cli.processes import (
     free_port,
     http_ok,
@@ -90,9 +92,12 @@ def in_process(settings: Settings, small: list[bytes], phone: list[bytes], batch
     batched(small[:batch])
     naive_images = small[:60]
     one = prepare(small[0])[None]
+    start = time.perf_counter()
+    limit_cpu = cpu_ms_per_request({}, lambda: batched(small), len(small))["bench"]
     return {
         "runtime": type(runtime).__name__,
-        "limit_images_per_s": throughput(lambda: batched(small), len(small)),
+        "limit_images_per_s": len(small) / (time.perf_counter() - start),
+        "limit_cpu_ms_per_image": limit_cpu,
         "limit_images_per_s_12mp": throughput(lambda: batched(phone), len(phone)),
         "naive_images_per_s": throughput(
             lambda: [
@@ -107,71 +112,24 @@ def in_process(settings: Settings, small: list[bytes], phone: list[bytes], batch
     }
 
 
-def memory_mb(pid: int, field: str = "VmRSS") -> float:
-    """A process's memory from /proc: ``VmRSS`` now, ``VmHWM`` its peak."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def loads_tensorflow(pid: int) -> bool:
-    return "tensorflow" in Path(f"/proc/{pid}/maps").read_text()
-
-
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-def multipart(data: bytes) -> tuple[bytes, str]:
-    """A ready-made ``multipart/form-data`` body, so the load generator stays cheap."""
-    boundary = "ecosnapbench"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p.jpg"\r\n'
-            "Content-Type: image/jpeg\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    return body, f"multipart/form-data; boundary={boundary}"
-
-
-def over_http(port: int, small: list[bytes], clients: int, single: int) -> dict:
-    """Latency with one client, then throughput with many concurrent clients.
-
-    Each client thread keeps one HTTP connection and sends pre-encoded bodies, so
-    the benchmark's own CPU use, on the same cores as the service, stays small.
-    """
-    local = threading.local()
-    bodies = [multipart(data) for data in small]
-
-    def post(index: int) -> float:
-        if not hasattr(local, "connection"):
-            local.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        body, content_type = bodies[index]
+def over_http(
+    port: int, small: list[bytes], clients: int, single: int, roles: dict[str, list[int]]
+) -> dict:
+    """Latency with one client, then throughput and CPU per request with many."""
+    with Clients(port, small, clients) as load:
+        for index in range(10):
+            load.post(index)
+        latencies = sorted(load.post(index) for index in range(single))
+        load.run(clients)
         start = time.perf_counter()
-        local.connection.request("POST", "/predict?wait=30", body, {"Content-Type": content_type})
-        response = local.connection.getresponse()
-        payload = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"{response.status}: {payload[:200]!r}")
-        return (time.perf_counter() - start) * 1000
-
-    for index in range(10):
-        post(index)
-    latencies = sorted(post(index) for index in range(single))
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(post, range(clients)))
-        start = time.perf_counter()
-        list(pool.map(post, range(len(bodies))))
+        cpu = cpu_ms_per_request(roles, lambda: load.run(len(small)), len(small))
         elapsed = time.perf_counter() - start
     return {
         "p50_ms_1client": statistics.median(latencies),
         "p95_ms_1client": latencies[int(0.95 * (len(latencies) - 1))],
-        "e2e_images_per_s": len(bodies) / elapsed,
+        "e2e_images_per_s": len(small) / elapsed,
         "e2e_clients": clients,
+        "e2e_cpu_ms_per_request": cpu,
     }
 
 
@@ -211,7 +169,7 @@ def during_evaluation(port: int, archive: bytes, small: list[bytes], worker_pid:
             break
         body, content_type = multipart(small[index % len(small)])
         start = time.perf_counter()
-        connection.request("POST", "/predict?wait=30", body, {"Content-Type": content_type})
+        connection.request("POST", PREDICT_PATH, body, {"Content-Type": content_type})
         connection.getresponse().read()
         latencies.append((time.perf_counter() - start) * 1000)
         peak_rss = max(peak_rss, memory_mb(worker_pid))
@@ -249,7 +207,12 @@ def stack_metrics(
                 "bench stack",
                 predict_worker,
             )
-            result = over_http(port, small, clients, single)
+            roles = {
+                "api": [api.pid, *children(api.pid)],
+                "predict_worker": [predict_worker.pid],
+                "redis": [redis_process.pid],
+            }
+            result = over_http(port, small, clients, single, roles)
             result |= during_evaluation(port, archive, small, evaluate_worker.pid)
             result |= evaluation_alone(port, archive)
             api_pids = [api.pid, *children(api.pid)]
@@ -263,6 +226,12 @@ def stack_metrics(
             for process in (api, *workers, redis_process):
                 stop(process)
     return result
+
+
+def rounded(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: rounded(item) for key, item in value.items()}
+    return round(value, 2) if isinstance(value, float) else value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_max_wait_ms": settings.batch_max_wait_ms,
     }
     results |= in_process(settings, small, phone, settings.batch_max_size)
+    results |= framework_floor(small, args.clients, results["limit_cpu_ms_per_image"])
     archive = dataset_zip(make_images(args.eval_images, SMALL, seed=3))
     results |= stack_metrics(settings, small, archive, args.clients, args.single)
     results["eval_vs_limit"] = results["eval_images_per_s"] / results["limit_images_per_s"]
@@ -293,8 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     results["e2e_vs_limit"] = results["e2e_images_per_s"] / results["limit_images_per_s"]
     results["e2e_vs_naive"] = results["e2e_images_per_s"] / results["naive_images_per_s"]
+    results["ceiling_e2e_vs_limit"] = (
+        results["ceiling_e2e_images_per_s"] / results["limit_images_per_s"]
+    )
     for name, value in results.items():
-        print(f"{name:28} {round(value, 2) if isinstance(value, float) else value}")
+        print(f"{name:28} {rounded(value)}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
     return 0

@@ -114,10 +114,11 @@ def start_worker(
     log_path: Path | None = None,
     queues: tuple[str, ...] = (),
     nice: int = 0,
+    app: str = "worker.celery",
 ) -> subprocess.Popen:
     """A Celery worker; ``queues`` limits what it consumes, ``nice`` lowers its CPU share."""
     command = [
-        sys.executable, "-m", "celery", "-A", "worker.celery", "worker",
+        sys.executable, "-m", "celery", "-A", app, "worker",
         "--loglevel", "INFO", "--hostname", f"{name}@%h",
         *(["--queues", ",".join(queues)] if queues else []),
     ]  # fmt: skip
@@ -144,12 +145,16 @@ def start_workers(env: dict[str, str], log_dir: Path) -> list[subprocess.Popen]:
     ]
 
 
+API_PROCESSES = 2
+
+
 def start_api(
     env: dict[str, str],
     port: int,
-    workers: int = 2,
+    workers: int = API_PROCESSES,
     threads: int = 16,
     log_path: Path | None = None,
+    app: str = "api.wsgi:app",
 ) -> subprocess.Popen:
     """gunicorn with threaded workers: a request waiting on ``?wait`` holds a thread."""
     return spawn(
@@ -169,7 +174,7 @@ def start_api(
             "60",
             "--graceful-timeout",
             "10",
-            "api.wsgi:app",
+            app,
         ],
         env=env,
         log_path=log_path,

@@ -1,0 +1,55 @@
+"""The frameworks with no work of ours: a Flask route and a celery-batches task.
+
+``bench.floor`` serves this Flask app with the API's gunicorn command and consumes
+this task with the predict worker's command and Celery settings, so their CPU per
+request is what Flask, gunicorn, Celery, kombu and Redis cost before our code runs.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from celery import Celery
+from celery_batches import Batches, SimpleRequest
+from flask import Flask, request
+from redis import Redis
+
+from common.settings import Settings
+from worker.celery import PREDICT_TASK, celery_config
+
+DONE_KEY = "bench:floor:done"
+
+settings = Settings.from_env()
+
+http_app = Flask(__name__)
+
+
+@http_app.get("/health")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@http_app.post("/predict")
+def read_upload() -> dict[str, int]:
+    """Parse the multipart upload, as the real route must, and answer at once."""
+    return {"bytes": len(request.files["file"].read())}
+
+
+celery_app = Celery("floor")
+celery_app.conf.update(celery_config(settings))
+
+
+@cache
+def _redis() -> Redis:
+    return Redis.from_url(settings.redis_url)
+
+
+@celery_app.task(
+    base=Batches,
+    name=PREDICT_TASK,
+    flush_every=settings.batch_max_size,
+    flush_interval=settings.batch_max_wait_ms / 1000,
+)
+def count(requests: list[SimpleRequest]) -> None:
+    """Only count the batch, so the benchmark knows when the queue has drained."""
+    _redis().incrby(DONE_KEY, len(requests))
