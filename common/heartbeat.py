@@ -16,6 +16,8 @@ from typing import Any
 
 from redis import Redis, RedisError
 
+from common.periodic import run_every
+
 _PREFIX = "ecosnap:worker:"
 
 
@@ -26,22 +28,19 @@ def beat(redis: Redis, name: str, info: dict[str, Any], interval_s: float) -> No
 def start_heartbeat(
     redis: Redis, name: str, info: Callable[[], dict[str, Any]], interval_s: float
 ) -> threading.Event:
-    """Beat now and then in a daemon thread until the returned event is set.
+    """Beat now, then in a daemon thread until the returned event is set.
 
     ``info`` is called at every beat, so a worker that switches models says so.
     """
-    stop = threading.Event()
     beat(redis, name, info(), interval_s)
 
-    def run() -> None:
-        while not stop.wait(interval_s):
-            try:
-                beat(redis, name, info(), interval_s)
-            except RedisError:
-                continue
+    def beat_unless_redis_is_down() -> None:
+        try:
+            beat(redis, name, info(), interval_s)
+        except RedisError:
+            return
 
-    threading.Thread(target=run, name="ecosnap-heartbeat", daemon=True).start()
-    return stop
+    return run_every(interval_s, beat_unless_redis_is_down, "ecosnap-heartbeat")
 
 
 def live_workers(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:

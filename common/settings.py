@@ -28,6 +28,7 @@ class Settings:
     max_upload_mb: float = 10.0
     max_image_megapixels: float = 50.0
     result_ttl_s: int = 24 * 3600
+    upload_retention_s: int = 24 * 3600
     batch_max_size: int = 32
     batch_max_wait_ms: float = 10.0
     heartbeat_interval_s: float = 2.0
@@ -50,6 +51,12 @@ class Settings:
     @property
     def max_model_bytes(self) -> int:
         return int(self.max_model_mb * 1024 * 1024)
+
+    @property
+    def sweep_interval_s(self) -> float:
+        """How often a worker removes expired uploads: a tenth of the retention, at
+        most hourly, so nothing outlives its retention by more than 10%."""
+        return min(3600.0, max(1.0, self.upload_retention_s / 10))
 
     @property
     def upload_dir(self) -> Path:
@@ -90,6 +97,7 @@ class Settings:
                 env.get("MAX_IMAGE_MEGAPIXELS", defaults.max_image_megapixels)
             ),
             result_ttl_s=int(env.get("RESULT_TTL_S", defaults.result_ttl_s)),
+            upload_retention_s=int(env.get("UPLOAD_RETENTION_S", defaults.upload_retention_s)),
             batch_max_size=int(env.get("BATCH_MAX_SIZE", defaults.batch_max_size)),
             batch_max_wait_ms=float(env.get("BATCH_MAX_WAIT_MS", defaults.batch_max_wait_ms)),
             heartbeat_interval_s=float(

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
@@ -45,6 +47,32 @@ class Storage(Protocol):
     def local_path(self, key: str) -> Path:
         """A file on this machine holding the object (downloaded once if remote)."""
         ...
+
+    def prune(self, max_age_s: float) -> int:
+        """Remove this machine's stored files unused for ``max_age_s``; how many went."""
+        ...
+
+
+def remove_files_older_than(folder: Path, max_age_s: float) -> int:
+    """Delete the files directly in ``folder`` last modified over ``max_age_s`` ago.
+
+    Several workers may sweep one shared folder at once: a file another removed
+    first is skipped.
+    """
+    cutoff = time.time() - max_age_s
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 def new_upload_key(extension: str) -> str:
@@ -92,9 +120,15 @@ class LocalStorage:
 
     def local_path(self, key: str) -> Path:
         path = self.path_for(key)
-        if not path.exists():
-            raise StorageError(f"No stored file is named {key!r}.")
+        try:
+            os.utime(path)  # used now: the sweep keeps it
+        except FileNotFoundError as exc:
+            raise StorageError(f"No stored file is named {key!r}.") from exc
         return path
+
+    def prune(self, max_age_s: float) -> int:
+        """Uploads older than the retention, and partial files a crash left behind."""
+        return remove_files_older_than(self.root, max_age_s)
 
 
 class GCSStorage:
@@ -137,7 +171,9 @@ class GCSStorage:
         if blob is None:
             raise StorageError(f"gs://{self.bucket_name}/{key} does not exist.")
         path = self.cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()}-{blob.generation}"
-        if not path.exists():
+        try:
+            os.utime(path)  # used now: the sweep keeps it
+        except FileNotFoundError:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(f".{uuid.uuid4().hex}.part")
             try:
@@ -146,6 +182,11 @@ class GCSStorage:
                 raise StorageError(f"gs://{self.bucket_name}/{key} does not exist.") from exc
             partial.replace(path)
         return path
+
+    def prune(self, max_age_s: float) -> int:
+        """Only this machine's downloaded copies: the bucket's own lifecycle rules
+        decide how long its objects live."""
+        return remove_files_older_than(self.cache_dir, max_age_s)
 
 
 def storage_from_settings(settings: Settings) -> Storage:

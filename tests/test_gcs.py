@@ -1,11 +1,14 @@
 """The bucket path against a real gcp-storage-emulator on loopback."""
 
+import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 from google.cloud import storage
 
+from common.storage import GCSStorage
 from tests.conftest import photo
 
 TIMEOUT = 60
@@ -78,3 +81,22 @@ def test_a_corrupt_object_fails_only_its_own_job(gcs_stack, bucket):
     assert job["status"] == "failed" and "decoded" in job["error"]["message"]
     assert [r.status_code for r in good] == [200] * len(good)
     assert requests.get(gcs_stack.url("/health"), timeout=1).status_code == 200
+
+
+def test_downloaded_copies_expire_unless_used_and_the_bucket_keeps_its_object(
+    gcs_emulator, bucket, tmp_path
+):
+    storage = GCSStorage(gcs_emulator.bucket, tmp_path / "cache")
+    put(bucket, "datasets/d.zip", b"zip bytes")
+    day_ago = time.time() - 24 * 3600
+
+    copy = storage.local_path("datasets/d.zip")
+    os.utime(copy, (day_ago - 1, day_ago - 1))
+    storage.local_path("datasets/d.zip")  # used again: kept
+    assert storage.prune(24 * 3600) == 0
+
+    os.utime(copy, (day_ago - 1, day_ago - 1))
+    assert storage.prune(24 * 3600) == 1
+    assert not copy.exists()
+    assert bucket.get_blob("datasets/d.zip") is not None
+    assert storage.local_path("datasets/d.zip").read_bytes() == b"zip bytes"

@@ -23,6 +23,7 @@ from worker.celery import (
     VALIDATE_MODEL_TASK,
     app,
 )
+from worker.housekeeping import start_upload_sweeper
 from worker.inference import PredictJob, classify
 from worker.models import ServedModels, watch_activations
 from worker.validation import InvalidModel, validate
@@ -52,7 +53,7 @@ def load_model(**_: object) -> None:
     _Process.storage = storage_from_settings(settings)
     redis = Redis.from_url(settings.redis_url)
     _Process.jobs = JobStore(redis, settings.result_ttl_s)
-    _Process.stop_threads = (
+    threads = [
         start_heartbeat(
             redis,
             f"{socket.gethostname()}:{os.getpid()}",
@@ -65,7 +66,10 @@ def load_model(**_: object) -> None:
             settings.heartbeat_interval_s,
         ),
         watch_activations(redis, models, settings.heartbeat_interval_s),
-    )
+    ]
+    if settings.upload_retention_s:  # 0 keeps uploads forever
+        threads.append(start_upload_sweeper(_Process.storage, settings))
+    _Process.stop_threads = tuple(threads)
 
 
 @worker_shutdown.connect

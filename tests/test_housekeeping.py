@@ -1,0 +1,70 @@
+"""Uploads and downloaded copies expire, so a long-running service does not fill its disk."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import requests
+
+from cli.processes import wait_until
+from common.settings import Settings
+from common.storage import LocalStorage, remove_files_older_than
+from tests.conftest import photo, run_stack
+
+DAY_S = 24 * 3600
+
+
+def aged(path: Path, age_s: float, data: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    then = time.time() - age_s
+    os.utime(path, (then, then))
+    return path
+
+
+def test_only_files_past_the_age_are_removed(tmp_path: Path) -> None:
+    old = aged(tmp_path / "old.jpg", 2 * DAY_S)
+    fresh = aged(tmp_path / "fresh.jpg", 60)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    os.utime(folder, (0, 0))
+
+    assert remove_files_older_than(tmp_path, DAY_S) == 1
+
+    assert not old.exists() and fresh.exists() and folder.exists()
+
+
+def test_a_missing_folder_has_nothing_to_remove(tmp_path: Path) -> None:
+    assert remove_files_older_than(tmp_path / "never-created", DAY_S) == 0
+
+
+def test_using_a_stored_file_keeps_it_past_its_upload_age(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    key = storage.save(b"PK\x03\x04", "zip", "application/zip")
+    then = time.time() - 2 * DAY_S
+    os.utime(storage.path_for(key), (then, then))
+
+    storage.local_path(key)  # an evaluation opens the dataset now
+
+    assert storage.prune(DAY_S) == 0
+    assert storage.read(key) == b"PK\x03\x04"
+
+
+def test_a_worker_sweeps_expired_uploads_and_keeps_the_rest(redis_url: str, tmp_path: Path):
+    retention_s = 30
+    uploads = Settings(var_dir=tmp_path).upload_dir
+    expired = aged(uploads / f"{'a' * 32}.jpg", retention_s + 60)
+    partial = aged(uploads / f"{'b' * 32}.part", DAY_S)
+    kept = aged(uploads / f"{'c' * 32}.jpg", 0)
+    env = {"UPLOAD_RETENTION_S": str(retention_s)}
+
+    for stack in run_stack(redis_url.rsplit("/", 1)[0] + "/4", tmp_path, env):
+        wait_until(lambda: not expired.exists() and not partial.exists(), 30, "sweep")
+        response = requests.post(
+            stack.url("/predict?wait=20"), files={"file": ("p.jpg", photo())}, timeout=30
+        )
+
+        assert response.status_code == 200, response.text
+        assert kept.exists()
