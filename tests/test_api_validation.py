@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
-from api import create_app
+from api import create_app, services
 from tests.conftest import encoded, photo
 
 
@@ -119,6 +119,16 @@ def test_unknown_route_and_method_are_json(client):
 def test_uploads_route_refuses_names_it_did_not_generate(client):
     assert_error(client.get("/uploads/..%2Fsecret.jpg"), 404, "not_found")
     assert_error(client.get("/uploads/photo.jpg"), 404, "not_found")
+
+
+def test_uploads_route_serves_photos_but_never_a_dataset_zip(app, client):
+    with app.app_context():
+        storage = services.storage()
+        photo_key = storage.save(photo(), "jpg", "image/jpeg")
+        zip_key = storage.save(b"PK\x03\x04 dataset", "zip", "application/zip")
+
+    assert client.get(f"/{photo_key}").status_code == 200
+    assert_error(client.get(f"/{zip_key}"), 404, "not_found")
 
 
 def test_service_keeps_serving_after_bad_input(client):
