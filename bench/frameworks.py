@@ -14,10 +14,9 @@ from celery_batches import Batches, SimpleRequest
 from flask import Flask, request
 from redis import Redis
 
+from bench.floor import DONE_KEY
 from common.settings import Settings
 from worker.celery import PREDICT_TASK, celery_config
-
-DONE_KEY = "bench:floor:done"
 
 settings = Settings.from_env()
 
@@ -26,6 +25,7 @@ http_app = Flask(__name__)
 
 @http_app.get("/health")
 def health() -> dict[str, str]:
+    """Lets the benchmark wait until gunicorn serves, as it does for the real API."""
     return {"status": "ok"}
 
 

@@ -26,10 +26,11 @@ import numpy as np
 import requests
 from redis import Redis
 
-from bench.floor import framework_floor
+from bench.floor import framework_floor, usable_cpus
 from bench.load import PREDICT_PATH, Clients, multipart
 from bench.procfs import children, cpu_ms_per_request, loads_tensorflow, memory_mb
 from cli.processes import (
+    API_PROCESSES,
     free_port,
     http_ok,
     start_api,
@@ -202,7 +203,11 @@ def stack_metrics(
         jobs = JobStore(Redis.from_url(redis_url), 600)
         try:
             wait_until(
-                lambda: http_ok(f"{base}/health") and len(live_workers(jobs.redis)) == 2,
+                lambda: (
+                    http_ok(f"{base}/health")
+                    and len(live_workers(jobs.redis)) == 2
+                    and len(children(api.pid)) == API_PROCESSES
+                ),
                 180,
                 "bench stack",
                 predict_worker,
@@ -248,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     small = make_images(args.images, SMALL, seed=1)
     phone = make_images(args.phone_images, PHONE, seed=2)
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count()},
+        "machine": {"cpus": os.cpu_count(), "usable_cpus": usable_cpus()},
         "images": {"512x384": len(small), "4000x3000": len(phone)},
         "batch_max_size": settings.batch_max_size,
         "batch_max_wait_ms": settings.batch_max_wait_ms,

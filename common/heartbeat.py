@@ -37,10 +37,10 @@ def start_heartbeat(
     def beat_unless_redis_is_down() -> None:
         try:
             beat(redis, name, info(), interval_s)
-        except RedisError:
+        except RedisError:  # expected while Redis restarts: not worth a log line
             return
 
-    return run_every(interval_s, beat_unless_redis_is_down, "ecosnap-heartbeat")
+    return run_every(interval_s, beat_unless_redis_is_down, "ecosnap-heartbeat", start_now=False)
 
 
 def live_workers(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:

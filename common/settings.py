@@ -28,7 +28,7 @@ class Settings:
     max_upload_mb: float = 10.0
     max_image_megapixels: float = 50.0
     result_ttl_s: int = 24 * 3600
-    upload_retention_s: int = 24 * 3600
+    upload_retention_s: int = 24 * 3600  # from_env: RESULT_TTL_S unless set
     batch_max_size: int = 32
     batch_max_wait_ms: float = 10.0
     heartbeat_interval_s: float = 2.0
@@ -52,10 +52,14 @@ class Settings:
     def max_model_bytes(self) -> int:
         return int(self.max_model_mb * 1024 * 1024)
 
+    def __post_init__(self) -> None:
+        if self.upload_retention_s < 0:
+            raise ValueError("UPLOAD_RETENTION_S is 0 (keep uploads) or a number of seconds.")
+
     @property
     def sweep_interval_s(self) -> float:
-        """How often a worker removes expired uploads: a tenth of the retention, at
-        most hourly, so nothing outlives its retention by more than 10%."""
+        """How often a worker removes expired uploads: a tenth of the retention (at
+        least a second, at most an hour), so a file outlives it by little."""
         return min(3600.0, max(1.0, self.upload_retention_s / 10))
 
     @property
@@ -87,6 +91,7 @@ class Settings:
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         defaults = cls()
+        result_ttl_s = int(env.get("RESULT_TTL_S", defaults.result_ttl_s))
         return cls(
             redis_url=env.get("REDIS_URL") or None,
             model_path=Path(env.get("MODEL_PATH", defaults.model_path)),
@@ -96,8 +101,9 @@ class Settings:
             max_image_megapixels=float(
                 env.get("MAX_IMAGE_MEGAPIXELS", defaults.max_image_megapixels)
             ),
-            result_ttl_s=int(env.get("RESULT_TTL_S", defaults.result_ttl_s)),
-            upload_retention_s=int(env.get("UPLOAD_RETENTION_S", defaults.upload_retention_s)),
+            result_ttl_s=result_ttl_s,
+            # Uploads live as long as the job records that link to them, unless told.
+            upload_retention_s=int(env.get("UPLOAD_RETENTION_S", result_ttl_s)),
             batch_max_size=int(env.get("BATCH_MAX_SIZE", defaults.batch_max_size)),
             batch_max_wait_ms=float(env.get("BATCH_MAX_WAIT_MS", defaults.batch_max_wait_ms)),
             heartbeat_interval_s=float(

@@ -62,16 +62,17 @@ def remove_files_older_than(folder: Path, max_age_s: float) -> int:
     cutoff = time.time() - max_age_s
     removed = 0
     try:
-        entries = list(os.scandir(folder))
+        entries = os.scandir(folder)
     except FileNotFoundError:
         return 0
-    for entry in entries:
-        try:
-            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
-                os.unlink(entry.path)
-                removed += 1
-        except FileNotFoundError:
-            continue
+    with entries:
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
     return removed
 
 
@@ -177,8 +178,12 @@ class GCSStorage:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(f".{uuid.uuid4().hex}.part")
             try:
-                blob.download_to_filename(partial)
+                # Into an open file: ``download_to_filename`` would date the copy to
+                # the object's upload, and the sweep would remove it as soon as it landed.
+                with partial.open("wb") as output:
+                    blob.download_to_file(output)
             except NotFound as exc:
+                partial.unlink(missing_ok=True)
                 raise StorageError(f"gs://{self.bucket_name}/{key} does not exist.") from exc
             partial.replace(path)
         return path

@@ -102,9 +102,11 @@ def run_stack(
         for process in processes:
             stop(process)
         raise RuntimeError(f"{exc}\n{stack.log_text()}") from exc
-    yield stack
-    for process in processes:
-        stop(process)
+    try:
+        yield stack
+    finally:  # also when a test looping over this generator fails inside the loop
+        for process in processes:
+            stop(process)
 
 
 @pytest.fixture(scope="session")

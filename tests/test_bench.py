@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-import pytest
-
 from bench.floor import framework_floor
 from tests.conftest import photo
 
@@ -21,8 +17,5 @@ def test_framework_floor_serves_every_upload_and_drains_every_task() -> None:
     assert set(parts) == {
         "http_server", "http_client", "send_task", "celery_worker", "redis", "pipeline",
     }  # fmt: skip
+    # The server and the worker really did work for the measured requests.
     assert parts["http_server"] > 0 and parts["celery_worker"] > 0
-    assert floor["floor_cpu_ms_total"] == pytest.approx(sum(parts.values()))
-    assert floor["ceiling_e2e_images_per_s"] == pytest.approx(
-        os.cpu_count() * 1000 / floor["floor_cpu_ms_total"]
-    )

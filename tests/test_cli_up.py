@@ -12,12 +12,14 @@ from cli.processes import free_port, http_ok, wait_until
 from common.settings import PROJECT_ROOT
 from tests.conftest import photo
 from tests.test_evaluate import dataset_zip
+from tests.test_housekeeping import DAY_S, aged
 
 
 def test_up_starts_everything_and_stops_cleanly_on_sigterm(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "GCS_BUCKET"}}
     env |= {"ECOSNAP_VAR_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    expired_upload = aged(tmp_path / "uploads" / f"{'e' * 32}.jpg", 2 * DAY_S)
     process = subprocess.Popen(
         [sys.executable, "-m", "cli", "up", "--port", str(port)],
         cwd=PROJECT_ROOT,
@@ -54,6 +56,11 @@ def test_up_starts_everything_and_stops_cleanly_on_sigterm(tmp_path):
             60,
             "an evaluation through ecosnap up",
         )
+        # The evaluate worker sweeps old uploads; the photo worker leaves them alone.
+        wait_until(lambda: not expired_upload.exists(), 30, "the upload sweep")
+        sweep_line = "Removed 1 stored files"
+        assert sweep_line in (tmp_path / "logs" / "evaluate-worker.log").read_text()
+        assert sweep_line not in (tmp_path / "logs" / "worker.log").read_text()
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(60)

@@ -6,6 +6,7 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from cli.processes import wait_until
@@ -53,11 +54,11 @@ def test_using_a_stored_file_keeps_it_past_its_upload_age(tmp_path: Path) -> Non
 
 
 def test_a_worker_sweeps_expired_uploads_and_keeps_the_rest(redis_url: str, tmp_path: Path):
-    retention_s = 30
+    retention_s = 3600
     uploads = Settings(var_dir=tmp_path).upload_dir
-    expired = aged(uploads / f"{'a' * 32}.jpg", retention_s + 60)
+    expired = aged(uploads / f"{'a' * 32}.jpg", 2 * retention_s)
     partial = aged(uploads / f"{'b' * 32}.part", DAY_S)
-    kept = aged(uploads / f"{'c' * 32}.jpg", 0)
+    kept = aged(uploads / f"{'c' * 32}.jpg", retention_s / 2)
     env = {"UPLOAD_RETENTION_S": str(retention_s)}
 
     for stack in run_stack(redis_url.rsplit("/", 1)[0] + "/4", tmp_path, env):
@@ -68,3 +69,10 @@ def test_a_worker_sweeps_expired_uploads_and_keeps_the_rest(redis_url: str, tmp_
 
         assert response.status_code == 200, response.text
         assert kept.exists()
+
+
+def test_uploads_live_as_long_as_job_records_unless_told() -> None:
+    assert Settings.from_env({"RESULT_TTL_S": "7200"}).upload_retention_s == 7200
+    assert Settings.from_env({"UPLOAD_RETENTION_S": "0"}).upload_retention_s == 0
+    with pytest.raises(ValueError, match="UPLOAD_RETENTION_S"):
+        Settings.from_env({"UPLOAD_RETENTION_S": "-1"})

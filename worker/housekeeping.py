@@ -20,11 +20,7 @@ def start_upload_sweeper(storage: Storage, settings: Settings) -> threading.Even
     """Prune ``storage`` every ``settings.sweep_interval_s``; set the event to stop."""
 
     def sweep() -> None:
-        try:
-            removed = storage.prune(settings.upload_retention_s)
-        except OSError:
-            log.exception("Sweeping old uploads failed; the next sweep retries.")
-            return
+        removed = storage.prune(settings.upload_retention_s)
         if removed:
             log.info(
                 "Removed %d stored files unused for %d s.", removed, settings.upload_retention_s

@@ -6,7 +6,8 @@ import json
 import os
 import socket
 
-from celery.signals import worker_init, worker_shutdown
+from celery.signals import celeryd_after_setup, worker_init, worker_shutdown
+from celery.worker import WorkController
 from celery_batches import Batches, SimpleRequest
 from redis import Redis
 
@@ -18,6 +19,7 @@ from common.storage import Storage, storage_from_settings
 from worker import evaluation
 from worker.celery import (
     EVALUATE_CHUNK_TASK,
+    EVALUATE_QUEUE,
     EVALUATE_TASK,
     PREDICT_TASK,
     VALIDATE_MODEL_TASK,
@@ -53,7 +55,7 @@ def load_model(**_: object) -> None:
     _Process.storage = storage_from_settings(settings)
     redis = Redis.from_url(settings.redis_url)
     _Process.jobs = JobStore(redis, settings.result_ttl_s)
-    threads = [
+    _Process.stop_threads = (
         start_heartbeat(
             redis,
             f"{socket.gethostname()}:{os.getpid()}",
@@ -66,10 +68,19 @@ def load_model(**_: object) -> None:
             settings.heartbeat_interval_s,
         ),
         watch_activations(redis, models, settings.heartbeat_interval_s),
-    ]
-    if settings.upload_retention_s:  # 0 keeps uploads forever
-        threads.append(start_upload_sweeper(_Process.storage, settings))
-    _Process.stop_threads = tuple(threads)
+    )
+
+
+@celeryd_after_setup.connect
+def sweep_uploads_on_evaluate_workers(instance: WorkController, **_: object) -> None:
+    """Only a worker that takes evaluations sweeps old uploads.
+
+    ``ecosnap up`` and compose run it under ``nice``, so a sweep of a large folder
+    never holds the interpreter beside a batch of photos; a single worker serving
+    both queues sweeps too. ``UPLOAD_RETENTION_S=0`` keeps uploads forever.
+    """
+    if settings.upload_retention_s and EVALUATE_QUEUE in instance.app.amqp.queues.consume_from:
+        _Process.stop_threads += (start_upload_sweeper(_Process.storage, settings),)
 
 
 @worker_shutdown.connect
