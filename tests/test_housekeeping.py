@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,10 @@ import requests
 from cli.processes import wait_until
 from common.settings import Settings
 from common.storage import LocalStorage, remove_files_older_than
-from tests.conftest import photo, run_stack
+from tests.conftest import Stack, photo, run_stack
 
 DAY_S = 24 * 3600
+RETENTION_S = 3600
 
 
 def aged(path: Path, age_s: float, data: bytes = b"x") -> Path:
@@ -53,22 +55,36 @@ def test_using_a_stored_file_keeps_it_past_its_upload_age(tmp_path: Path) -> Non
     assert storage.read(key) == b"PK\x03\x04"
 
 
-def test_a_worker_sweeps_expired_uploads_and_keeps_the_rest(redis_url: str, tmp_path: Path):
-    retention_s = 3600
-    uploads = Settings(var_dir=tmp_path).upload_dir
-    expired = aged(uploads / f"{'a' * 32}.jpg", 2 * retention_s)
-    partial = aged(uploads / f"{'b' * 32}.part", DAY_S)
-    kept = aged(uploads / f"{'c' * 32}.jpg", retention_s / 2)
-    env = {"UPLOAD_RETENTION_S": str(retention_s)}
+@pytest.fixture
+def uploads(tmp_path: Path) -> dict[str, Path]:
+    """Uploads left by an earlier run: one expired, one crash leftover, one recent."""
+    folder = Settings(var_dir=tmp_path).upload_dir
+    return {
+        "expired": aged(folder / f"{'a' * 32}.jpg", 2 * RETENTION_S),
+        "partial": aged(folder / f"{'b' * 32}.part", DAY_S),
+        "recent": aged(folder / f"{'c' * 32}.jpg", RETENTION_S / 2),
+    }
 
-    for stack in run_stack(redis_url.rsplit("/", 1)[0] + "/4", tmp_path, env):
-        wait_until(lambda: not expired.exists() and not partial.exists(), 30, "sweep")
-        response = requests.post(
-            stack.url("/predict?wait=20"), files={"file": ("p.jpg", photo())}, timeout=30
-        )
 
-        assert response.status_code == 200, response.text
-        assert kept.exists()
+@pytest.fixture
+def sweeping_stack(redis_url: str, tmp_path: Path, uploads: dict[str, Path]) -> Iterator[Stack]:
+    yield from run_stack(
+        redis_url.rsplit("/", 1)[0] + "/4", tmp_path, {"UPLOAD_RETENTION_S": str(RETENTION_S)}
+    )
+
+
+def test_a_worker_sweeps_expired_uploads_and_keeps_the_rest(
+    sweeping_stack: Stack, uploads: dict[str, Path]
+) -> None:
+    wait_until(
+        lambda: not uploads["expired"].exists() and not uploads["partial"].exists(), 30, "sweep"
+    )
+    response = requests.post(
+        sweeping_stack.url("/predict?wait=20"), files={"file": ("p.jpg", photo())}, timeout=30
+    )
+
+    assert response.status_code == 200, response.text
+    assert uploads["recent"].exists()
 
 
 def test_uploads_live_as_long_as_job_records_unless_told() -> None:
