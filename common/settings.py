@@ -43,6 +43,10 @@ class Settings:
     admin_api_key: str | None = None
     max_model_mb: float = 200.0
 
+    def __post_init__(self) -> None:
+        if self.upload_retention_s < 0:
+            raise ValueError("UPLOAD_RETENTION_S is 0 (keep uploads) or a number of seconds.")
+
     @property
     def registry_dir(self) -> Path:
         """Where model versions live; by default inside the var folder."""
@@ -51,10 +55,6 @@ class Settings:
     @property
     def max_model_bytes(self) -> int:
         return int(self.max_model_mb * 1024 * 1024)
-
-    def __post_init__(self) -> None:
-        if self.upload_retention_s < 0:
-            raise ValueError("UPLOAD_RETENTION_S is 0 (keep uploads) or a number of seconds.")
 
     @property
     def sweep_interval_s(self) -> float:
