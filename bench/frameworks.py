@@ -10,13 +10,13 @@ from __future__ import annotations
 from functools import cache
 
 from celery import Celery
-from celery_batches import Batches, SimpleRequest
+from celery_batches import SimpleRequest
 from flask import Flask, request
 from redis import Redis
 
 from bench.floor import DONE_KEY
 from common.settings import Settings
-from worker.celery import PREDICT_TASK, celery_config
+from worker.celery import celery_config, predict_task_options
 
 settings = Settings.from_env()
 
@@ -44,12 +44,7 @@ def _redis() -> Redis:
     return Redis.from_url(settings.redis_url)
 
 
-@celery_app.task(
-    base=Batches,
-    name=PREDICT_TASK,
-    flush_every=settings.batch_max_size,
-    flush_interval=settings.batch_max_wait_ms / 1000,
-)
+@celery_app.task(**predict_task_options(settings))
 def count(requests: list[SimpleRequest]) -> None:
     """Only count the batch, so the benchmark knows when the queue has drained."""
     _redis().incrby(DONE_KEY, len(requests))

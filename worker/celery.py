@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery_batches import Batches
 from kombu import Queue
 
 from common.settings import Settings
@@ -18,6 +19,17 @@ EVALUATE_QUEUE = "evaluate"
 EVALUATE_TASK = "ecosnap.evaluate"
 EVALUATE_CHUNK_TASK = "ecosnap.evaluate_chunk"
 VALIDATE_MODEL_TASK = "ecosnap.validate_model"
+
+
+def predict_task_options(settings: Settings) -> dict[str, Any]:
+    """How the predict task batches photos: ``celery-batches`` flushes a batch at
+    ``BATCH_MAX_SIZE`` messages or after ``BATCH_MAX_WAIT_MS``, whichever comes first."""
+    return {
+        "base": Batches,
+        "name": PREDICT_TASK,
+        "flush_every": settings.batch_max_size,
+        "flush_interval": settings.batch_max_wait_ms / 1000,
+    }
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import socket
 
 from celery.signals import celeryd_after_setup, worker_init, worker_shutdown
 from celery.worker import WorkController
-from celery_batches import Batches, SimpleRequest
+from celery_batches import SimpleRequest
 from redis import Redis
 
 from common.heartbeat import start_heartbeat
@@ -21,9 +21,9 @@ from worker.celery import (
     EVALUATE_CHUNK_TASK,
     EVALUATE_QUEUE,
     EVALUATE_TASK,
-    PREDICT_TASK,
     VALIDATE_MODEL_TASK,
     app,
+    predict_task_options,
 )
 from worker.housekeeping import start_upload_sweeper
 from worker.inference import PredictJob, classify
@@ -89,12 +89,7 @@ def stop_threads(**_: object) -> None:
         stop.set()
 
 
-@app.task(
-    base=Batches,
-    name=PREDICT_TASK,
-    flush_every=settings.batch_max_size,
-    flush_interval=settings.batch_max_wait_ms / 1000,
-)
+@app.task(**predict_task_options(settings))
 def predict(requests: list[SimpleRequest]) -> None:
     jobs = [PredictJob(job_id=request.id, **request.kwargs) for request in requests]
     # One reference for the whole batch: an activation meanwhile applies to the next.
