@@ -1,4 +1,8 @@
-"""One JSON error shape for every failure: ``{"error": {"code", "message"}}``."""
+"""One JSON error shape for every failure: ``{"error": {"code", "message"}}``.
+
+The HTTP status of each refusal the project's modules raise lives here, with the
+API: ``common/`` says what is refused and why, the API says how HTTP answers it.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,48 @@ import logging
 from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from common.registry import RegistryError
+from common.errors import Refusal
+from common.jobs import WORKER_ERROR
+from common.messages import MalformedMessage
 
 log = logging.getLogger(__name__)
 
+# Statuses of the refusals raised outside the API; any other code is a 400.
+STATUS_BY_CODE = {
+    "image_too_large": 413,
+    "unsupported_media_type": 415,
+    "invalid_metadata": 422,
+    "invalid_version": 422,
+    "sha256_mismatch": 422,
+    "format_mismatch": 422,
+    "version_not_found": 404,
+    "version_exists": 409,
+    "model_validating": 409,
+    "model_invalid": 409,
+    "no_previous_version": 409,
+}
+# A job that failed for one of these failed through the service's fault, not its input.
+SERVICE_FAULTS = frozenset({WORKER_ERROR["code"], MalformedMessage("").code})
 
-class APIError(Exception):
-    """An error the client caused or should know about, with its HTTP status."""
+
+class APIError(Refusal):
+    """A refusal of the API's own, with its HTTP status and any extra response fields."""
 
     def __init__(self, status: int, code: str, message: str, **extra: object) -> None:
-        super().__init__(message)
+        super().__init__(code, message)
         self.status = status
-        self.code = code
-        self.message = message
         self.extra = extra
+
+
+def http_status(refusal: Refusal) -> int:
+    if isinstance(refusal, APIError):
+        return refusal.status
+    return STATUS_BY_CODE.get(refusal.code, 400)
+
+
+def job_error_status(error: dict[str, str]) -> int:
+    """A failed job's status: 503 when the service failed it, else 422 (its input)."""
+    return 503 if error["code"] in SERVICE_FAULTS else 422
 
 
 def error_response(status: int, code: str, message: str, **extra: object):
@@ -37,13 +69,10 @@ def file_too_large():
 
 
 def register(app: Flask) -> None:
-    @app.errorhandler(APIError)
-    def api_error(exc: APIError):
-        return error_response(exc.status, exc.code, exc.message, **exc.extra)
-
-    @app.errorhandler(RegistryError)
-    def registry_error(exc: RegistryError):
-        return error_response(exc.status, exc.code, exc.message)
+    @app.errorhandler(Refusal)
+    def refused(exc: Refusal):
+        extra = exc.extra if isinstance(exc, APIError) else {}
+        return error_response(http_status(exc), exc.code, exc.message, **extra)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: RequestEntityTooLarge):

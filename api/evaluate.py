@@ -7,8 +7,8 @@ from flask import Blueprint, request
 from api import inputs, services
 from api.errors import APIError
 from api.inputs import MULTIPART_OVERHEAD_BYTES
-from api.predict import queued_response
-from worker.celery import EVALUATE_TASK
+from api.jobs import queued_response
+from common.messages import Evaluate
 
 bp = Blueprint("evaluate", __name__)
 
@@ -44,5 +44,5 @@ def evaluate():
         raise APIError(400, "missing_field", "Send the zip as multipart 'file' or a 'dataset_url'.")
     jobs = services.jobs()
     job_id = jobs.create("evaluate")
-    services.celery().send_task(EVALUATE_TASK, args=(job_id, dataset_key, split), task_id=job_id)
+    Evaluate(dataset_key=dataset_key, split=split).send(services.celery(), job_id)
     return queued_response(job_id)

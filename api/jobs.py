@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, url_for
 
 from api import services
 from api.errors import APIError
@@ -40,6 +40,17 @@ def job_view(record: dict[str, Any]) -> dict[str, Any]:
         if name in record:
             view[name] = record[name]
     return view
+
+
+def queued_response(job_id: str):
+    """The 202 answer to a route that made a job: its id, status and where to poll."""
+    record = services.jobs().get(job_id) or {"status": "queued"}
+    view = job_view(record | {"job_id": job_id})
+    return {
+        "job_id": job_id,
+        "status": view["status"],
+        "status_url": url_for("jobs.get_job", job_id=job_id, _external=True),
+    }, 202
 
 
 def existing(job_id: str) -> dict[str, Any]:

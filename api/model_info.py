@@ -6,7 +6,7 @@ from flask import Blueprint
 
 from api import services
 from api.errors import APIError
-from common.registry import RegistryError
+from common.errors import Refusal
 
 bp = Blueprint("model_info", __name__)
 
@@ -17,7 +17,7 @@ def model_info():
     version = registry.active_version()
     try:
         metadata = registry.metadata(version)
-    except RegistryError as exc:  # the active version's folder was removed by hand
+    except Refusal as exc:  # no active version, or its folder was removed by hand
         raise APIError(503, "no_active_model", f"No servable model version ({version}).") from exc
     return {
         "model": metadata.format_name,

@@ -21,12 +21,11 @@ from api import inputs, services
 from api.errors import APIError
 from api.evaluate import ZIP_MAGIC
 from api.inputs import MULTIPART_OVERHEAD_BYTES
-from api.predict import queued_response
+from api.jobs import queued_response
 from common.heartbeat import live_workers
-from common.labels import CLASSES
-from common.model_metadata import FORMAT_NAMES, ModelMetadata, check_classes, file_sha256
-from common.registry import ACTIVATION_CHANNEL, check_version_name
-from worker.celery import VALIDATE_MODEL_TASK
+from common.messages import ValidateModel
+from common.model_metadata import FORMAT_NAMES, ModelMetadata, file_sha256
+from common.registry import ACTIVATION_CHANNEL
 
 bp = Blueprint("models", __name__)
 
@@ -38,7 +37,6 @@ FILE_SIGNATURES: dict[str, tuple[int, bytes]] = {
 }
 UPLOAD_FORMATS = ("h5", "keras", "onnx", "tflite")
 MAX_METADATA_BYTES = 64 * 1024
-MAX_DESCRIPTION_CHARS = 500
 
 
 @bp.before_request
@@ -94,55 +92,6 @@ def _metadata_fields() -> dict[str, Any]:
     return fields
 
 
-def _checked_metadata(fields: dict[str, Any], upload_format: str, path: Path) -> ModelMetadata:
-    """The uploaded metadata, checked field by field; file, format and sha256 are ours."""
-    check_version_name(fields.get("version"))
-    classes, size, scale = fields.get("classes"), fields.get("input_size"), fields.get("scale")
-    description, extra = fields.get("description"), fields.get("extra", {})
-    try:
-        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-            raise ValueError(f"classes must be a list of names from {', '.join(CLASSES)}.")
-        check_classes(classes)
-    except ValueError as exc:
-        raise APIError(422, "invalid_metadata", str(exc)) from exc
-    if not (
-        isinstance(size, list)
-        and len(size) == 2
-        and all(isinstance(d, int) and 8 <= d <= 4096 for d in size)
-    ):
-        raise APIError(422, "invalid_metadata", "input_size must be [width, height] in pixels.")
-    if not isinstance(scale, int | float) or isinstance(scale, bool) or not 0 < scale <= 1:
-        raise APIError(422, "invalid_metadata", "scale must be a number in (0, 1], e.g. 1/255.")
-    if description is not None and (
-        not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS
-    ):
-        raise APIError(
-            422,
-            "invalid_metadata",
-            f"description must be text of at most {MAX_DESCRIPTION_CHARS} characters.",
-        )
-    if not isinstance(extra, dict):
-        raise APIError(422, "invalid_metadata", "extra must be a JSON object.")
-    sha256 = file_sha256(path)
-    if fields.get("sha256") not in (None, sha256):
-        raise APIError(422, "sha256_mismatch", "The file's sha256 differs from the metadata's.")
-    if fields.get("format") not in (None, upload_format):
-        raise APIError(
-            422, "format_mismatch", f"The file is {upload_format}; the metadata says otherwise."
-        )
-    return ModelMetadata(
-        version=fields["version"],
-        description=description or f"Uploaded {upload_format} model.",
-        file=f"model.{upload_format}",
-        sha256=sha256,
-        format=upload_format,
-        classes=tuple(classes),
-        input_size=(size[0], size[1]),
-        scale=float(scale),
-        extra=extra,
-    )
-
-
 def _upload_format(upload: FileStorage) -> str:
     suffix = Path(upload.filename or "").suffix.lstrip(".").lower()
     if suffix not in UPLOAD_FORMATS:
@@ -177,7 +126,7 @@ def upload_model():
     with tempfile.TemporaryDirectory(dir=registry.staging) as staging:
         path = Path(staging) / f"model.{upload_format}"
         upload.save(path)
-        metadata = _checked_metadata(fields, upload_format, path)
+        metadata = ModelMetadata.from_upload(fields, upload_format, file_sha256(path))
         registry.add(path, metadata, "validating", origin="upload")
     return _queue_validation(metadata.version)
 
@@ -195,7 +144,7 @@ def revalidate(version: str):
 def _queue_validation(version: str):
     jobs = services.jobs()
     job_id = jobs.create("validate_model", version=version)
-    services.celery().send_task(VALIDATE_MODEL_TASK, args=(job_id, version), task_id=job_id)
+    ValidateModel(version=version).send(services.celery(), job_id)
     body, status = queued_response(job_id)
     return {**body, "version": version, "state": "validating"}, status
 

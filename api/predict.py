@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from functools import partial
-
-from flask import Blueprint, request, url_for
+from flask import Blueprint, request
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from api import inputs, services
-from api.errors import APIError
-from api.jobs import job_view
-from common.jobs import WORKER_ERROR
+from api.errors import APIError, job_error_status
+from api.jobs import queued_response
 from common.labels import DEFAULT_LANGUAGE, LANGUAGES
-from common.preprocessing import ALLOWED_FORMATS, FILE_EXTENSIONS, ImageRejected, verify_image
-from worker.celery import PREDICT_TASK
+from common.messages import Predict
+from common.preprocessing import ALLOWED_FORMATS, FILE_EXTENSIONS, verify_image
 
 bp = Blueprint("predict", __name__)
 
@@ -49,10 +46,7 @@ def store_upload(upload: FileStorage) -> tuple[str, str]:
     data = upload.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise RequestEntityTooLarge()
-    try:
-        image_format = verify_image(data, settings.max_image_pixels)
-    except ImageRejected as exc:
-        raise APIError(exc.status, exc.code, exc.message) from exc
+    image_format = verify_image(data, settings.max_image_pixels)
     storage = services.storage()
     key = storage.save(data, FILE_EXTENSIONS[image_format], ALLOWED_FORMATS[image_format])
     return key, storage.public_url(key, request.host_url)
@@ -78,34 +72,17 @@ def predict():
         )
 
     job_id = services.jobs().create("predict", image_url=image_url)
-    send = partial(
-        services.celery().send_task,
-        PREDICT_TASK,
-        kwargs={"image_key": image_key, "image_url": image_url, "lang": lang},
-        task_id=job_id,
-    )
+    message = Predict(image_key=image_key, image_url=image_url, lang=lang)
     if wait_s:
         with services.waiter().expect(job_id) as outcome:
-            send()
+            message.send(services.celery(), job_id)
             record = outcome(wait_s)
     else:
-        send()
+        message.send(services.celery(), job_id)
         record = None
     if record is None:
         return queued_response(job_id)
     if record["status"] == "failed":
         error = record["error"]
-        # A worker failure is the service's fault; anything else is about the image.
-        status = 503 if error["code"] == WORKER_ERROR["code"] else 422
-        raise APIError(status, error["code"], error["message"], job_id=job_id)
+        raise APIError(job_error_status(error), error["code"], error["message"], job_id=job_id)
     return record["result"], 200
-
-
-def queued_response(job_id: str):
-    record = services.jobs().get(job_id) or {"status": "queued"}
-    view = job_view(record | {"job_id": job_id})
-    return {
-        "job_id": job_id,
-        "status": view["status"],
-        "status_url": url_for("jobs.get_job", job_id=job_id, _external=True),
-    }, 202

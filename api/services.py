@@ -8,7 +8,8 @@ from celery import Celery
 from flask import current_app
 from redis import Redis
 
-from common.jobs import JobStore, JobWaiter
+from common.job_waiter import JobWaiter
+from common.jobs import JobStore
 from common.registry import ModelRegistry
 from common.settings import Settings
 from common.storage import Storage

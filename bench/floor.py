@@ -21,7 +21,8 @@ from redis import Redis
 
 from bench.load import Clients
 from bench.procfs import children, cpu_ms_per_request
-from cli.processes import (
+from common.messages import PREDICT_QUEUE, Predict
+from common.processes import (
     API_PROCESSES,
     free_port,
     http_ok,
@@ -32,7 +33,7 @@ from cli.processes import (
     wait_until,
 )
 from common.settings import Settings
-from worker.celery import PREDICT_QUEUE, PREDICT_TASK, celery_config
+from worker.celery import celery_config
 
 DONE_KEY = "bench:floor:done"
 
@@ -79,12 +80,10 @@ def queue_floor(env: dict[str, str], redis_pid: int, tasks: int) -> dict[str, fl
         target = int(redis.get(DONE_KEY) or 0) + count
         for _ in range(count):
             job_id = uuid.uuid4().hex
-            sender.send_task(
-                PREDICT_TASK,
-                kwargs={"image_key": f"{job_id}.jpg", "image_url": f"http://x/{job_id}.jpg",
-                        "lang": "id"},
-                task_id=job_id,
-            )  # fmt: skip
+            photo = Predict(
+                image_key=f"{job_id}.jpg", image_url=f"http://x/{job_id}.jpg", lang="id"
+            )
+            photo.send(sender, job_id)
         wait_until(lambda: int(redis.get(DONE_KEY) or 0) >= target, 120, "floor queue", worker)
 
     try:

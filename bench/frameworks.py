@@ -16,7 +16,8 @@ from redis import Redis
 
 from bench.floor import DONE_KEY
 from common.settings import Settings
-from worker.celery import celery_config, predict_task_options
+from worker.batching import predict_task_options
+from worker.celery import celery_config
 
 settings = Settings.from_env()
 

@@ -29,7 +29,11 @@ from redis import Redis
 from bench.floor import framework_floor, usable_cpus
 from bench.load import PREDICT_PATH, Clients, multipart
 from bench.procfs import children, cpu_ms_per_request, loads_tensorflow, memory_mb
-from cli.processes import (
+from common.batch_stats import batch_sizes
+from common.heartbeat import live_workers
+from common.labels import CLASSES
+from common.preprocessing import decode_for_model, preprocess
+from common.processes import (
     API_PROCESSES,
     free_port,
     http_ok,
@@ -39,10 +43,6 @@ from cli.processes import (
     stop,
     wait_until,
 )
-from common.heartbeat import live_workers
-from common.jobs import JobStore
-from common.labels import CLASSES
-from common.preprocessing import decode_for_model, preprocess
 from common.settings import Settings
 from training.synthetic import draw_photo, jpeg_bytes
 from worker.conversion import accelerate
@@ -200,12 +200,12 @@ def stack_metrics(
         predict_worker, evaluate_worker = workers
         api = start_api(env, port, log_path=Path(var_dir) / "api.log")
         base = f"http://127.0.0.1:{port}"
-        jobs = JobStore(Redis.from_url(redis_url), 600)
+        redis = Redis.from_url(redis_url)
         try:
             wait_until(
                 lambda: (
                     http_ok(f"{base}/health")
-                    and len(live_workers(jobs.redis)) == 2
+                    and len(live_workers(redis)) == 2
                     and len(children(api.pid)) == API_PROCESSES
                 ),
                 180,
@@ -222,7 +222,7 @@ def stack_metrics(
             result |= evaluation_alone(port, archive)
             api_pids = [api.pid, *children(api.pid)]
             result |= {
-                "batch_sizes": jobs.batch_sizes(),
+                "batch_sizes": batch_sizes(redis),
                 "api_peak_rss_mb": max(memory_mb(pid, "VmHWM") for pid in api_pids),
                 "api_processes": len(api_pids),
                 "api_loads_tensorflow": any(loads_tensorflow(pid) for pid in api_pids),

@@ -39,8 +39,8 @@ def positive_int(text: str) -> int:
 def _train(args: argparse.Namespace) -> int:
     import time
 
-    from common.datasets import DatasetError
-    from common.registry import RegistryError, check_version_name
+    from common.datasets import DatasetError, ZipLimits
+    from common.model_metadata import MetadataError, check_version_name
     from common.settings import Settings
     from training.train import report_dir_for, train
 
@@ -48,7 +48,7 @@ def _train(args: argparse.Namespace) -> int:
     output = args.output or Path("var") / "trained" / version / "model.h5"
     try:
         check_version_name(version)
-    except RegistryError as exc:
+    except MetadataError as exc:
         return _refuse("train", f"--version: {exc.message}")
     if output.suffix != ".h5":
         return _refuse("train", "--output must name the .h5 file (the .keras twin goes beside it).")
@@ -67,7 +67,7 @@ def _train(args: argparse.Namespace) -> int:
             weights=args.weights,
             augment=args.augment,
             description=args.description,
-            limits=Settings.from_env().zip_limits,
+            limits=ZipLimits.from_settings(Settings.from_env()),
         )
     except DatasetError as exc:
         return _refuse("train", exc.message)

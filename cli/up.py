@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from cli.processes import http_ok, start_api, start_redis, start_workers, stop, wait_until
+from common.processes import http_ok, start_api, start_redis, start_workers, stop, wait_until
 from common.settings import Settings
 
 

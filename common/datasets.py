@@ -12,8 +12,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from common.errors import Refusal
 from common.labels import CLASSES, resolve_class
-from common.storage import StorageError
+from common.settings import Settings
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 ARCHIVE_SUFFIXES = frozenset({".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".rar", ".7z"})
@@ -25,13 +26,8 @@ SPLIT_ALIASES = {
 }  # fmt: skip
 
 
-class DatasetError(ValueError):
-    """A dataset the service refuses; ``code`` names the reason for clients."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class DatasetError(Refusal):
+    """A dataset, or one of its images, that the service refuses."""
 
 
 @dataclass(frozen=True)
@@ -43,9 +39,22 @@ class ZipLimits:
     max_compression_ratio: float = 100.0
     max_member_bytes: int = 10 * 1024**2
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ZipLimits:
+        return cls(
+            max_members=settings.max_dataset_members,
+            max_uncompressed_bytes=int(settings.max_dataset_uncompressed_mb * 1024 * 1024),
+            max_compression_ratio=settings.max_compression_ratio,
+            max_member_bytes=settings.max_upload_bytes,
+        )
+
 
 def read_member(archive: zipfile.ZipFile, name: str) -> bytes:
-    """A member's bytes; a damaged, encrypted or oddly compressed member is just unreadable."""
+    """A member's bytes; a damaged, encrypted or oddly compressed member is just unreadable.
+
+    The zip itself was found, so this is never ``image_not_found``: the member's
+    own error says what is wrong with it.
+    """
     try:
         return archive.read(name)
     except (
@@ -56,7 +65,7 @@ def read_member(archive: zipfile.ZipFile, name: str) -> bytes:
         RuntimeError,
         NotImplementedError,
     ) as exc:
-        raise StorageError(f"{name}: {exc}") from exc
+        raise DatasetError("unreadable_image", f"{name}: {exc}") from exc
 
 
 def label_and_split(path: PurePosixPath) -> tuple[str | None, str | None]:

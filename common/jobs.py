@@ -3,8 +3,8 @@
 A job is a Redis hash ``ecosnap:job:<id>`` with an expiry. The API creates it
 (``queued``) before it enqueues the Celery task under the same id; the worker moves
 it to ``running`` and then ``succeeded`` or ``failed`` and publishes on
-``ecosnap:job:<id>:done`` so waiting requests (``JobWaiter``) wake at once instead
-of polling.
+``ecosnap:job:<id>:done`` so waiting requests (``common.job_waiter``) wake at once
+instead of polling.
 Celery's own result backend is not used: it cannot tell an unknown id from a queued
 one and has no place for the job's kind and timestamps.
 """
@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
 
+from common.errors import Refusal
+
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
-BATCH_SIZES_KEY = "ecosnap:stats:batch_sizes"
 # The error of a job the worker itself failed (not its input); the API answers it 503.
 WORKER_ERROR = {"code": "worker_error", "message": "The worker failed; the error is logged."}
 _JSON_FIELDS = ("result", "error")
@@ -36,7 +34,8 @@ def _key(job_id: str) -> str:
     return f"ecosnap:job:{job_id}"
 
 
-def _channel(job_id: str) -> str:
+def done_channel(job_id: str) -> str:
+    """Where the finish of ``job_id`` is announced; ``*`` for a pattern of every job."""
     return f"ecosnap:job:{job_id}:done"
 
 
@@ -109,7 +108,7 @@ class JobStore:
         if moved and fields.get("status") in FINISHED:
             with self.redis.pipeline() as pipe:
                 pipe.expire(_key(job_id), self.ttl_s)
-                pipe.publish(_channel(job_id), json.dumps({"status": fields["status"]}))
+                pipe.publish(done_channel(job_id), json.dumps({"status": fields["status"]}))
                 pipe.execute()
         return moved
 
@@ -118,6 +117,20 @@ class JobStore:
         error = json.dumps({"code": code, "message": message})
         self.transition(job_id, ("queued", "running"), status="failed", error=error,
                         finished_at=utc_now())  # fmt: skip
+
+    @contextmanager
+    def failed_on_error(self, job_id: str) -> Iterator[None]:
+        """Any error fails the job, so it never stays unfinished, then propagates.
+
+        A refusal (a malformed message, say) is the job's error as it is; anything
+        else is the worker's own failure, whose details go to the log only.
+        """
+        try:
+            yield
+        except Exception as exc:
+            error = exc.as_error() if isinstance(exc, Refusal) else WORKER_ERROR
+            self.fail(job_id, **error)
+            raise
 
     def cancel(self, job_id: str) -> bool:
         """Mark an unfinished job cancelled; ``False`` if it had already finished."""
@@ -143,11 +156,7 @@ class JobStore:
         results: dict[str, dict[str, Any]],
         errors: dict[str, dict[str, str]],
     ) -> None:
-        """Record a batch's outcomes in one round trip, wake their waiters, count the batch.
-
-        The batch-size histogram (``BATCH_SIZES_KEY``) shows operators and the
-        benchmark how well requests are being gathered.
-        """
+        """Record a batch's outcomes in one round trip and wake their waiters."""
         now = utc_now()
         outcomes = [(i, "succeeded", "result", r) for i, r in results.items()] + [
             (i, "failed", "error", e) for i, e in errors.items()
@@ -160,85 +169,7 @@ class JobStore:
                 )
                 pipe.expire(_key(job_id), self.ttl_s)
                 # The outcome travels with the notice: a waiting request needs no read.
-                pipe.publish(_channel(job_id), json.dumps({"status": status, field_name: value}))
-            pipe.hincrby(BATCH_SIZES_KEY, str(len(outcomes)), 1)
+                pipe.publish(
+                    done_channel(job_id), json.dumps({"status": status, field_name: value})
+                )
             pipe.execute()
-
-    def batch_sizes(self) -> dict[int, int]:
-        """How many batches of each size the workers have answered."""
-        raw = self.redis.hgetall(BATCH_SIZES_KEY)
-        return dict(sorted((int(size), int(count)) for size, count in raw.items()))
-
-
-class JobWaiter:
-    """Wakes requests waiting for jobs, over one pub/sub connection per process.
-
-    A connection per waiting request would cost a connect, a handshake and a
-    subscribe for every ``?wait``; here one pattern subscription feeds every waiter
-    through ``threading.Event``. Create it after the process forks (the API creates
-    it lazily, on the first wait).
-    """
-
-    def __init__(self, jobs: JobStore) -> None:
-        self.jobs = jobs
-        self._waiters: dict[str, list[_Expectation]] = {}
-        self._lock = threading.Lock()
-        pubsub = jobs.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.psubscribe(**{_channel("*"): self._on_message})
-        # Read the subscribe confirmation now, so no publish after this returns is missed.
-        pubsub.get_message(timeout=5)
-        self._thread = pubsub.run_in_thread(
-            sleep_time=1.0, daemon=True, exception_handler=self._on_error
-        )
-
-    def _on_message(self, message: dict[str, Any]) -> None:
-        job_id = message["channel"].decode().split(":")[2]
-        with self._lock:
-            expectations = list(self._waiters.get(job_id, ()))
-        if not expectations:
-            return
-        try:
-            outcome = json.loads(message["data"])
-        except ValueError:  # not an outcome: read the record instead
-            outcome = {}
-        for expectation in expectations:
-            expectation.outcome = outcome if isinstance(outcome, dict) else {}
-            expectation.event.set()
-
-    @staticmethod
-    def _on_error(exc: BaseException, pubsub: Any, thread: Any) -> None:
-        """Redis went away: back off; redis-py resubscribes when it reconnects."""
-        time.sleep(0.5)
-
-    @contextmanager
-    def expect(self, job_id: str) -> Iterator[Callable[[float], dict[str, Any] | None]]:
-        """Listen for ``job_id`` finishing; yields ``wait(timeout_s)``.
-
-        Enter it before the job's task is sent and the finish cannot be missed, so
-        the outcome comes from the notice alone, with no read of the record. For a
-        job that may already have finished, read the record after entering.
-        """
-        expectation = _Expectation()
-        with self._lock:
-            self._waiters.setdefault(job_id, []).append(expectation)
-
-        def wait(timeout_s: float) -> dict[str, Any] | None:
-            if not expectation.event.wait(timeout_s):
-                return None
-            outcome = expectation.outcome
-            return outcome if "result" in outcome or "error" in outcome else self.jobs.get(job_id)
-
-        try:
-            yield wait
-        finally:
-            with self._lock:
-                expectations = self._waiters[job_id]
-                expectations.remove(expectation)
-                if not expectations:
-                    del self._waiters[job_id]
-
-
-@dataclass
-class _Expectation:
-    event: threading.Event = field(default_factory=threading.Event)
-    outcome: dict[str, Any] = field(default_factory=dict)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from common.errors import Refusal
 from common.labels import CLASSES
 
 DEFAULT_INPUT_SIZE: tuple[int, int] = (128, 128)
@@ -23,6 +26,15 @@ FORMAT_NAMES: dict[str, str] = {
     "onnx": "ONNX",
     "tflite": "TFLite",
 }
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+# Names of the management routes under /models/, never version names.
+RESERVED_VERSIONS = frozenset({"active", "rollback"})
+MAX_DESCRIPTION_CHARS = 500
+
+
+class MetadataError(Refusal):
+    """Metadata the service refuses: a field of the wrong kind, or one that contradicts
+    the model file it describes."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,56 @@ class ModelMetadata:
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE
     scale: float = DEFAULT_SCALE
     extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_upload(cls, fields: dict[str, Any], upload_format: str, sha256: str) -> ModelMetadata:
+        """Metadata a client sent with a model file, checked field by field.
+
+        ``file``, ``format`` and ``sha256`` describe the file as received, so they are
+        ours to set: the client's, when given, must agree with them.
+        """
+        check_version_name(fields.get("version"))
+        classes, size, scale = fields.get("classes"), fields.get("input_size"), fields.get("scale")
+        description, extra = fields.get("description"), fields.get("extra", {})
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise MetadataError(
+                "invalid_metadata", f"classes must be a list of names from {', '.join(CLASSES)}."
+            )
+        check_classes(classes)
+        if not (
+            isinstance(size, list)
+            and len(size) == 2
+            and all(isinstance(d, int) and 8 <= d <= 4096 for d in size)
+        ):
+            raise MetadataError("invalid_metadata", "input_size must be [width, height] in pixels.")
+        if not isinstance(scale, int | float) or isinstance(scale, bool) or not 0 < scale <= 1:
+            raise MetadataError("invalid_metadata", "scale must be a number in (0, 1], e.g. 1/255.")
+        if description is not None and (
+            not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS
+        ):
+            raise MetadataError(
+                "invalid_metadata",
+                f"description must be text of at most {MAX_DESCRIPTION_CHARS} characters.",
+            )
+        if not isinstance(extra, dict):
+            raise MetadataError("invalid_metadata", "extra must be a JSON object.")
+        if fields.get("sha256") not in (None, sha256):
+            raise MetadataError("sha256_mismatch", "The file's sha256 differs from the metadata's.")
+        if fields.get("format") not in (None, upload_format):
+            raise MetadataError(
+                "format_mismatch", f"The file is {upload_format}; the metadata says otherwise."
+            )
+        return cls(
+            version=fields["version"],
+            description=description or f"Uploaded {upload_format} model.",
+            file=f"model.{upload_format}",
+            sha256=sha256,
+            format=upload_format,
+            classes=tuple(classes),
+            input_size=(size[0], size[1]),
+            scale=float(scale),
+            extra=extra,
+        )
 
     @classmethod
     def for_model(cls, model_path: Path) -> ModelMetadata:
@@ -65,8 +127,23 @@ class ModelMetadata:
 def check_classes(classes: tuple[str, ...] | list[str]) -> None:
     """A model's classes must be distinct names of the service's classes (any order)."""
     if not all(name in CLASSES for name in classes) or len(set(classes)) != len(classes):
-        raise ValueError(
-            f"classes must be distinct names from {', '.join(CLASSES)}; got {list(classes)}."
+        raise MetadataError(
+            "invalid_metadata",
+            f"classes must be distinct names from {', '.join(CLASSES)}; got {list(classes)}.",
+        )
+
+
+def check_version_name(version: Any) -> None:
+    """A version names a folder and a URL path segment: short, plain, and not a route."""
+    if (
+        not isinstance(version, str)
+        or not VERSION_PATTERN.match(version)
+        or version in RESERVED_VERSIONS
+    ):
+        raise MetadataError(
+            "invalid_version",
+            "A version is 1 to 64 letters, digits, '.', '_', '+' or '-', starting with a "
+            f"letter or digit, and not {' or '.join(sorted(RESERVED_VERSIONS))}.",
         )
 
 

@@ -14,19 +14,15 @@ from contextlib import contextmanager
 import numpy as np
 from PIL import Image, ImageOps
 
+from common.errors import Refusal
+
 ALLOWED_FORMATS: dict[str, str] = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 FILE_EXTENSIONS: dict[str, str] = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 VERIFY_SIZE = (64, 64)
 
 
-class ImageRejected(ValueError):
-    """An image the service will not classify; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
+class ImageRejected(Refusal):
+    """An image the service will not classify."""
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
@@ -38,25 +34,22 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected("image_too_large", str(exc), 413) from exc
+        raise ImageRejected("image_too_large", str(exc)) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected(
             "unsupported_media_type",
             "The file is not a JPEG, PNG or WebP image.",
-            415,
         ) from exc
     if image.format not in ALLOWED_FORMATS:
         raise ImageRejected(
             "unsupported_media_type",
             f"{image.format} images are not supported; send JPEG, PNG or WebP.",
-            415,
         )
     width, height = image.size
     if width * height > max_pixels:
         raise ImageRejected(
             "image_too_large",
             f"The image has {width}x{height} pixels; the limit is {max_pixels} pixels.",
-            413,
         )
     return image
 

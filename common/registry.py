@@ -20,7 +20,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -31,44 +30,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from common.errors import Refusal
 from common.jobs import utc_now
-from common.model_metadata import ModelMetadata, file_sha256
+from common.model_metadata import VERSION_PATTERN, ModelMetadata, check_version_name, file_sha256
 
 ACTIVATION_CHANNEL = "ecosnap:models:activated"
-VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
-# Names of the management routes under /models/, never version names.
-RESERVED_VERSIONS = frozenset({"active", "rollback"})
 STALE_STAGING_S = 3600
 
 
-class RegistryError(ValueError):
-    """A registry operation refused; ``code`` and ``status`` are the API's answer."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+class RegistryError(Refusal):
+    """A registry operation refused: an unknown or existing version, a pointer move."""
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     partial.replace(path)
-
-
-def check_version_name(version: str) -> None:
-    if (
-        not isinstance(version, str)
-        or not VERSION_PATTERN.match(version)
-        or version in RESERVED_VERSIONS
-    ):
-        raise RegistryError(
-            422,
-            "invalid_version",
-            "A version is 1 to 64 letters, digits, '.', '_', '+' or '-', starting with a "
-            f"letter or digit, and not {' or '.join(sorted(RESERVED_VERSIONS))}.",
-        )
 
 
 class ModelRegistry:
@@ -84,7 +61,7 @@ class ModelRegistry:
         check_version_name(version)
         folder = self._versions / version
         if not folder.is_dir():
-            raise RegistryError(404, "version_not_found", f"No model version {version!r}.")
+            raise RegistryError("version_not_found", f"No model version {version!r}.")
         return folder
 
     def model_path(self, version: str) -> Path:
@@ -172,7 +149,7 @@ class ModelRegistry:
                 os.rename(incoming, self._versions / metadata.version)
             except OSError as exc:  # the version exists (ENOTEMPTY or EEXIST)
                 raise RegistryError(
-                    409, "version_exists", f"Version {metadata.version!r} already exists."
+                    "version_exists", f"Version {metadata.version!r} already exists."
                 ) from exc
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
@@ -195,7 +172,6 @@ class ModelRegistry:
         state = self.status(version)
         if state["state"] != "valid":
             raise RegistryError(
-                409,
                 f"model_{state['state']}",
                 f"Version {version!r} is {state['state']}; only a valid model can be activated."
                 + (f" {state['error']['message']}" if "error" in state else ""),
@@ -211,7 +187,7 @@ class ModelRegistry:
         current = history[-1] if history else None
         earlier = [version for version in history if version != current]
         if not earlier:
-            raise RegistryError(409, "no_previous_version", "No earlier version to roll back to.")
+            raise RegistryError("no_previous_version", "No earlier version to roll back to.")
         return earlier[-1]
 
     def import_configured(self, model_path: Path) -> str:

@@ -1,7 +1,8 @@
 """Runtime settings, read once from environment variables.
 
 Every process (API, worker, CLI) builds its configuration from this one module so a
-setting has a single name and a single default.
+setting has a single name and a single default. It imports nothing of the project:
+every other module may depend on it, and it on none of them.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-from common.datasets import ZipLimits
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_PATH = PROJECT_ROOT / "models" / "default.h5"
@@ -73,15 +72,6 @@ class Settings:
     @property
     def max_dataset_bytes(self) -> int:
         return int(self.max_dataset_mb * 1024 * 1024)
-
-    @property
-    def zip_limits(self) -> ZipLimits:
-        return ZipLimits(
-            max_members=self.max_dataset_members,
-            max_uncompressed_bytes=int(self.max_dataset_uncompressed_mb * 1024 * 1024),
-            max_compression_ratio=self.max_compression_ratio,
-            max_member_bytes=self.max_upload_bytes,
-        )
 
     @property
     def max_image_pixels(self) -> int:

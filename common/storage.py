@@ -15,12 +15,10 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import quote, unquote, urlparse
 
-if TYPE_CHECKING:  # common.settings imports common.datasets, which imports this module
-    from common.settings import Settings
-
+from common.settings import Settings
 
 GCS_PUBLIC_HOST = "storage.googleapis.com"
 UPLOAD_PREFIX = "uploads/"

@@ -20,7 +20,7 @@ import requests
 from PIL import Image
 
 from api import create_app
-from cli.processes import free_port, start_api, start_redis, start_worker, stop, wait_until
+from common.processes import free_port, start_api, start_redis, start_worker, stop, wait_until
 from common.settings import DEFAULT_MODEL_PATH, Settings
 from training.synthetic import draw_photo, jpeg_bytes
 

@@ -8,7 +8,7 @@ import threading
 
 import requests
 
-from cli.processes import free_port, http_ok, wait_until
+from common.processes import free_port, http_ok, wait_until
 from common.settings import PROJECT_ROOT
 from tests.conftest import photo
 from tests.test_evaluate import dataset_zip

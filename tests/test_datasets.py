@@ -118,12 +118,12 @@ def test_oversized_member_is_skipped():
 
 
 def test_a_damaged_member_reads_as_unreadable_not_as_a_crash():
-    from common.storage import StorageError
-
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("Kaca/a.jpg", IMAGE)
     damaged = bytearray(buffer.getvalue())
     damaged[damaged.index(IMAGE[:64]) + 100] ^= 0xFF
-    with pytest.raises(StorageError):
+    with pytest.raises(DatasetError) as caught:
         read_member(zipfile.ZipFile(io.BytesIO(bytes(damaged))), "Kaca/a.jpg")
+    # The zip was found: a bad member is never reported as a missing image.
+    assert caught.value.code == "unreadable_image"

@@ -4,12 +4,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from celery import Celery
+from redis import Redis
 
-from cli.processes import wait_until
+from common.jobs import JobStore
 from common.labels import CLASSES, suggestion
+from common.messages import Predict
 from common.model_metadata import ModelMetadata, file_sha256
-from common.settings import DEFAULT_MODEL_PATH
+from common.processes import wait_until
+from common.settings import DEFAULT_MODEL_PATH, Settings
 from tests.conftest import photo
+from worker.celery import celery_config
 
 TIMEOUT = 60
 
@@ -115,3 +120,24 @@ def test_bad_uploads_over_http_leave_the_service_serving(stack, data, status):
     assert response.status_code == status
     assert response.json()["error"]["message"]
     assert predict(stack, photo()).status_code == 200
+
+
+def test_a_malformed_message_fails_its_job_in_a_real_worker(stack):
+    """A message from a sender of another release: its job ends with a clear error,
+    and a photo sent beside it is answered."""
+    sender = Celery("other-release", set_as_current=False)
+    sender.conf.update(celery_config(Settings(redis_url=stack.redis_url)))
+    jobs = JobStore(Redis.from_url(stack.redis_url), 60)
+    job_id = jobs.create("predict")
+    sender.send_task(Predict.task, kwargs={"image_key": "uploads/x.jpg", "lang": "id"},
+                     task_id=job_id)  # fmt: skip
+    beside = predict(stack, photo(seed=4))
+
+    def job() -> dict:
+        return requests.get(stack.url(f"/jobs/{job_id}"), timeout=TIMEOUT).json()
+
+    wait_until(lambda: job()["status"] == "failed", TIMEOUT, "malformed job")
+    error = job()["error"]
+    assert error["code"] == "malformed_message" and "missing image_url" in error["message"]
+    assert beside.status_code == 200
+    sender.close()

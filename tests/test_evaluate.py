@@ -8,9 +8,9 @@ import pytest
 import requests
 
 from api import create_app
-from cli.processes import wait_until
 from common.jobs import FINISHED
 from common.labels import CLASSES, ENGLISH_NAMES
+from common.processes import wait_until
 from tests.conftest import photo
 
 TIMEOUT = 60

@@ -14,11 +14,11 @@ import pytest
 import requests
 from redis import Redis
 
-from cli.processes import wait_until
 from common.jobs import JobStore, utc_now
 from common.labels import CLASSES
 from common.model_metadata import ModelMetadata, file_sha256, metadata_path_for
 from common.preprocessing import preprocess
+from common.processes import wait_until
 from common.settings import DEFAULT_MODEL_PATH
 from tests.conftest import photo, run_stack
 from tests.test_evaluate import dataset_zip, finished_job

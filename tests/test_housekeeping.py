@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cli.processes import wait_until
+from common.processes import wait_until
 from common.settings import Settings
 from common.storage import LocalStorage, remove_files_older_than
 from tests.conftest import Stack, photo, run_stack

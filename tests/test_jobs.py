@@ -6,13 +6,13 @@ from contextlib import ExitStack
 import pytest
 from redis import Redis
 
-from common.jobs import BATCH_SIZES_KEY, JobStore, JobWaiter
+from common.job_waiter import JobWaiter
+from common.jobs import JobStore
 
 
 @pytest.fixture
 def jobs(redis_url):
     redis = Redis.from_url(redis_url.rsplit("/", 1)[0] + "/2")
-    redis.delete(BATCH_SIZES_KEY)
     return JobStore(redis, ttl_s=60)
 
 
@@ -28,11 +28,11 @@ def test_a_job_moves_from_queued_to_succeeded(jobs):
     assert 0 < jobs.redis.ttl(f"ecosnap:job:{job_id}") <= 60
 
 
-def test_finish_records_failures_and_the_batch_size(jobs):
+def test_finish_records_failures(jobs):
     ok, bad = jobs.create("predict"), jobs.create("predict")
     jobs.finish({ok: {"label": "Logam"}}, {bad: {"code": "corrupt_image", "message": "m"}})
     assert jobs.get(bad)["error"]["code"] == "corrupt_image"
-    assert jobs.batch_sizes() == {2: 1}
+    assert jobs.get(ok)["result"] == {"label": "Logam"}
 
 
 def test_every_waiter_on_a_job_wakes_with_its_outcome(jobs):

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from common.model_metadata import ModelMetadata
+from api.errors import http_status
+from common.model_metadata import MetadataError, ModelMetadata
 from common.registry import ModelRegistry, RegistryError
 from common.settings import DEFAULT_MODEL_PATH
 
@@ -60,7 +61,7 @@ def test_only_a_valid_version_can_be_activated(registry):
     add_version(registry, "pending", state="validating")
     with pytest.raises(RegistryError) as refused:
         registry.activate("pending")
-    assert (refused.value.status, refused.value.code) == (409, "model_validating")
+    assert (http_status(refused.value), refused.value.code) == (409, "model_validating")
     error = {"code": "invalid_model", "message": "It outputs 5 classes."}
     registry.set_status("pending", "invalid", error=error)
     with pytest.raises(RegistryError) as refused:
@@ -75,12 +76,12 @@ def test_versions_are_never_replaced_and_names_are_checked(registry):
         add_version(registry, "v1")
     assert exists.value.code == "version_exists"
     for bad in ("../escape", "", "a/b", ".hidden", "x" * 65):
-        with pytest.raises(RegistryError) as invalid:
+        with pytest.raises(MetadataError) as invalid:
             add_version(registry, bad)
         assert invalid.value.code == "invalid_version"
     with pytest.raises(RegistryError) as missing:
         registry.status("nope")
-    assert missing.value.status == 404
+    assert http_status(missing.value) == 404
     assert registry.versions() == ["v1"]
 
 
@@ -120,5 +121,5 @@ def test_a_new_status_keeps_what_the_version_was_added_with(registry):
 
 def test_route_names_are_not_version_names(registry):
     for reserved in ("active", "rollback"):
-        with pytest.raises(RegistryError):
+        with pytest.raises(MetadataError):
             add_version(registry, reserved)

@@ -27,7 +27,6 @@ from common.datasets import (
 )
 from common.labels import CLASSES
 from common.preprocessing import ImageRejected, preprocess
-from common.storage import StorageError
 
 KAGGLE_PREFIX = "kaggle:"
 SPLITS = ("train", "val", "test")
@@ -104,7 +103,7 @@ def load(
             try:
                 data = read(member)
                 image = preprocess(data, size, scale)
-            except (ImageRejected, StorageError, OSError):
+            except (ImageRejected, DatasetError, OSError):
                 skipped["unreadable_image"] += 1
                 continue
             entries.append((split or "", CLASSES[label], hashlib.sha256(data).hexdigest(), image))

@@ -1,6 +1,7 @@
 """The one Celery application; the API imports it to send tasks (it never loads tasks).
 
-Configuration comes from ``common.settings`` through ``celery_config`` below.
+Configuration comes from ``common.settings`` through ``celery_config`` below; the
+tasks' names and queues come from their messages (``common.messages``).
 """
 
 from __future__ import annotations
@@ -8,28 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery_batches import Batches
 from kombu import Queue
 
+from common.messages import MESSAGES, PREDICT_QUEUE, QUEUES
 from common.settings import Settings
-
-PREDICT_QUEUE = "predict"
-PREDICT_TASK = "ecosnap.predict"
-EVALUATE_QUEUE = "evaluate"
-EVALUATE_TASK = "ecosnap.evaluate"
-EVALUATE_CHUNK_TASK = "ecosnap.evaluate_chunk"
-VALIDATE_MODEL_TASK = "ecosnap.validate_model"
-
-
-def predict_task_options(settings: Settings) -> dict[str, Any]:
-    """How the predict task batches photos: ``celery-batches`` flushes a batch at
-    ``BATCH_MAX_SIZE`` messages or after ``BATCH_MAX_WAIT_MS``, whichever comes first."""
-    return {
-        "base": Batches,
-        "name": PREDICT_TASK,
-        "flush_every": settings.batch_max_size,
-        "flush_interval": settings.batch_max_wait_ms / 1000,
-    }
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -42,14 +25,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_default_queue": PREDICT_QUEUE,
-        "task_queues": (Queue(PREDICT_QUEUE), Queue(EVALUATE_QUEUE)),
-        "task_routes": {
-            PREDICT_TASK: {"queue": PREDICT_QUEUE},
-            EVALUATE_TASK: {"queue": EVALUATE_QUEUE},
-            EVALUATE_CHUNK_TASK: {"queue": EVALUATE_QUEUE},
-            # Rare and slow (a model load): background work, behind photos.
-            VALIDATE_MODEL_TASK: {"queue": EVALUATE_QUEUE},
-        },
+        "task_queues": tuple(Queue(name) for name in QUEUES),
+        "task_routes": {message.task: {"queue": message.queue} for message in MESSAGES},
         # celery-batches buffers received messages until a batch is full or the
         # wait runs out, so a worker must be allowed to hold at least one whole
         # batch unacknowledged; two let it take the next full batch straight after
@@ -61,17 +38,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # lost.
         "task_acks_late": True,
         # "priority" makes every fetch ask the predict queue before the evaluate
-        # queue (in task_queues order), so a worker serving both takes photos first.
+        # queue (in QUEUES order), so a worker serving both takes photos first.
         # `ecosnap up` and docker-compose go further: one worker per queue, the
-        # evaluate one at a lower CPU priority (cli/processes.py: start_workers).
+        # evaluate one at a lower CPU priority (common/processes.py: start_workers).
         "broker_transport_options": {"visibility_timeout": 300, "queue_order_strategy": "priority"},
         # One process per worker, running batches in the consumer itself (solo
         # pool): a model call already uses every core through the runtime's thread
         # pool and the decoders run on a thread per core, so a child process would
-        # only add a second copy of the model and a pickle-and-pipe hop per batch.
-        # Measured on 2 cores (python -m bench): prefork with one child gave
-        # p50 28 ms and ~100 images/s end to end, solo 17 ms and ~127 images/s.
-        # Scale out with more workers instead.
+        # only add a second copy of the model and a pickle-and-pipe hop per batch
+        # (the README's performance section has the measurement). Scale out with
+        # more workers instead.
         "worker_pool": "solo",
         "worker_concurrency": 1,
         "broker_connection_retry_on_startup": True,

@@ -17,16 +17,16 @@ import json
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from common.datasets import DatasetError, plan_zip, read_member
-from common.jobs import WORKER_ERROR, JobStore, utc_now
+from common.datasets import DatasetError, ZipLimits, plan_zip, read_member
+from common.jobs import JobStore, utc_now
 from common.labels import CLASSES
+from common.messages import Evaluate, EvaluateChunk
 from common.reports import confusion_png, metrics
 from common.settings import Settings
 from common.storage import Storage, StorageError
@@ -61,12 +61,11 @@ def _zip_at(path: Path) -> zipfile.ZipFile:
 
 def start(
     job_id: str,
-    dataset_key: str,
-    split: str | None,
+    message: Evaluate,
     storage: Storage,
     jobs: JobStore,
     settings: Settings,
-    submit_chunk: Callable[[str, str, Items], None],
+    submit_chunk: Callable[[EvaluateChunk], None],
     model_version: str,
 ) -> None:
     """Plan the evaluation and enqueue its chunks; a refused dataset fails the job.
@@ -75,7 +74,8 @@ def start(
     classified by that version, even if another is activated meanwhile.
     """
     try:
-        plan = plan_zip(_open_zip(storage, dataset_key, settings), settings.zip_limits, split)
+        archive = _open_zip(storage, message.dataset_key, settings)
+        plan = plan_zip(archive, ZipLimits.from_settings(settings), message.split)
     except DatasetError as exc:
         jobs.fail(job_id, exc.code, exc.message)
         return
@@ -100,19 +100,19 @@ def start(
         model_version=model_version,
     )
     for chunk in chunks if started else []:
-        submit_chunk(job_id, dataset_key, chunk)
+        submit_chunk(EvaluateChunk(job_id=job_id, dataset_key=message.dataset_key, items=chunk))
 
 
 def run_chunk(
-    job_id: str,
-    dataset_key: str,
-    items: Items,
+    message: EvaluateChunk,
     runtime_for: Callable[[str], ModelRuntime],
     storage: Storage,
     jobs: JobStore,
     settings: Settings,
 ) -> None:
     """Classify one chunk; the last chunk to finish writes the job's result."""
+    job_id = message.job_id
+    items: Items = [(name, label) for name, label in message.items]
     record = jobs.get(job_id)
     if record is None or record["status"] != "running":
         return
@@ -120,7 +120,7 @@ def run_chunk(
     # The model's output order may differ from the service's; labels are service indices.
     to_service = np.array([CLASSES.index(name) for name in runtime.metadata.classes])
     try:
-        archive = _open_zip(storage, dataset_key, settings)
+        archive = _open_zip(storage, message.dataset_key, settings)
     except (DatasetError, StorageError) as exc:
         jobs.fail(job_id, "dataset_unreadable", f"The dataset could not be read: {exc}")
         return
@@ -178,13 +178,3 @@ def finish(job_id: str, jobs: JobStore) -> None:
     jobs.put_blob(job_id, "confusion.png", confusion_png(result["confusion_matrix"]["matrix"]))
     jobs.transition(job_id, ("running",), status="succeeded", result=json.dumps(result),
                     finished_at=utc_now())  # fmt: skip
-
-
-@contextmanager
-def failing_job_on_error(jobs: JobStore, job_id: str) -> Iterator[None]:
-    """Any unexpected error fails the job (so it never stays "running"), then propagates."""
-    try:
-        yield
-    except Exception:
-        jobs.fail(job_id, **WORKER_ERROR)
-        raise

@@ -8,12 +8,14 @@ fails any check is marked invalid with the reason; the active model is untouched
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 
+from common.jobs import WORKER_ERROR, JobStore, utc_now
 from common.labels import CLASSES
-from common.model_metadata import ModelMetadata, check_classes
+from common.model_metadata import MetadataError, ModelMetadata, check_classes
 from common.registry import ModelRegistry
 from worker.conversion import sample_batch
 from worker.runtime import ModelRuntime, load_runtime
@@ -66,10 +68,34 @@ def validate(registry: ModelRegistry, version: str) -> dict[str, Any]:
     path = registry.model_path(version)
     try:
         check_classes(ModelMetadata.for_model(path).classes)
-    except ValueError as exc:
-        raise InvalidModel(f"The metadata's {exc}") from exc
+    except MetadataError as exc:
+        raise InvalidModel(f"The metadata's {exc.message}") from exc
     try:
         runtime = load_runtime(path, warm_up=False)
     except Exception as exc:  # any framework's load or first-call error means "broken"
         raise InvalidModel(f"The model does not load: {type(exc).__name__}: {exc}") from exc
     return check_runtime(runtime)
+
+
+def run(job_id: str, version: str, registry: ModelRegistry, jobs: JobStore) -> None:
+    """Validate an uploaded version: the registry and the job both get the outcome."""
+    jobs.transition(job_id, ("queued",), status="running", started_at=utc_now())
+    try:
+        checks = validate(registry, version)
+        registry.set_status(version, "valid", checks=checks, validated_at=utc_now())
+    except Exception as exc:
+        invalid = isinstance(exc, InvalidModel)
+        error = {"code": "invalid_model", "message": str(exc)} if invalid else WORKER_ERROR
+        # The registry first, so a client that sees the job end sees the state too;
+        # the job ends even if the registry cannot be written. Invalid either way:
+        # POST /models/<version>/validate tries again.
+        try:
+            registry.set_status(version, "invalid", error=error)
+        finally:
+            jobs.fail(job_id, **error)
+        if not invalid:
+            raise
+        return
+    result = {"version": version, "valid": True, "checks": checks}
+    jobs.transition(job_id, ("running",), status="succeeded", result=json.dumps(result),
+                    finished_at=utc_now())  # fmt: skip

@@ -1,6 +1,7 @@
 """Start and stop the stack's processes: a private Redis, Celery workers, gunicorn.
 
-``ecosnap up`` and the test suite use the same functions, so the tests exercise the
+A library below ``ecosnap up`` (``cli/``), the benchmark (``bench/``) and the test
+suite, which all use the same functions: the tests and the benchmark exercise the
 exact commands the service runs with.
 """
 
@@ -17,6 +18,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from common.messages import EVALUATE_QUEUE, PREDICT_QUEUE
 from common.settings import PROJECT_ROOT
 
 
@@ -135,8 +137,6 @@ def start_workers(env: dict[str, str], log_dir: Path) -> list[subprocess.Popen]:
     has work, so a photo never waits behind a dataset chunk, and the evaluation
     takes every cycle the photos leave.
     """
-    from worker.celery import EVALUATE_QUEUE, PREDICT_QUEUE
-
     return [
         start_worker(env, "predict", log_dir / "worker.log", (PREDICT_QUEUE,)),
         start_worker(

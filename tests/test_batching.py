@@ -1,0 +1,49 @@
+"""``PhotoBatches``: the one call into celery-batches' private flush, checked here."""
+
+from importlib.metadata import version
+from types import SimpleNamespace
+
+from celery import Celery
+
+from worker.batching import CHECKED_CELERY_BATCHES, PhotoBatches
+
+
+def test_the_installed_celery_batches_is_the_release_answer_held_was_checked_against():
+    # On an upgrade: read Batches._do_flush again, then move CHECKED_CELERY_BATCHES.
+    assert version("celery-batches") == CHECKED_CELERY_BATCHES
+
+
+class RunAtOncePool:
+    """A pool that runs a batch on the spot, as the solo pool does."""
+
+    def apply_async(self, target, args, accept_callback, callback):
+        accept_callback(0, 0.0)
+        callback(target(*args))
+
+
+def received(task, job_id: str, acknowledged: list[str]) -> SimpleNamespace:
+    """What celery-batches buffers for one message (the fields its flush reads)."""
+    return SimpleNamespace(
+        id=job_id, name=task.name, eta=None, task=task, _payload=((), {"n": job_id}, {}),
+        delivery_info={}, hostname="h", reply_to=None, correlation_id=job_id, request_dict={},
+        acknowledge=lambda: acknowledged.append(job_id),
+    )  # fmt: skip
+
+
+def test_answer_held_runs_the_buffered_photos_as_one_batch_at_once():
+    app = Celery("batching-test", set_as_current=False)
+    batches, acknowledged = [], []
+
+    @app.task(base=PhotoBatches, flush_every=100, flush_interval=60, acks_late=True)
+    def gather(requests):
+        batches.append([request.kwargs["n"] for request in requests])
+
+    gather._pool = RunAtOncePool()
+    gather.answer_held()
+    assert batches == []  # nothing held, nothing run
+    for job_id in ("a", "b", "c"):
+        gather._buffer.put(received(gather, job_id, acknowledged))
+    gather.answer_held()
+    assert batches == [["a", "b", "c"]]
+    assert acknowledged == ["a", "b", "c"]
+    assert gather._buffer.empty()

@@ -1,0 +1,170 @@
+"""The worker's core functions with a stub model and local storage, no worker process:
+answering a batch of photos (``worker.inference``) and evaluating a dataset in
+chunks (``worker.evaluation``). The job store is a real Redis database of its own."""
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from redis import ConnectionError as RedisConnectionError
+from redis import Redis
+
+from common.batch_stats import BATCH_SIZES_KEY, batch_sizes
+from common.jobs import JobStore
+from common.labels import CLASSES
+from common.messages import Evaluate
+from common.model_metadata import ModelMetadata
+from common.settings import Settings
+from common.storage import LocalStorage
+from tests.conftest import photo
+from worker import evaluation
+from worker.inference import answer_batch, classify
+
+PIXELS = 50_000_000
+PREDICTED = "Kertas"
+
+
+class StubRuntime:
+    """Says ``PREDICTED`` (90%) for every image and counts its calls."""
+
+    def __init__(self, fails: bool = False) -> None:
+        self.metadata = ModelMetadata(version="stub-1", description="stub", file="m", sha256="0")
+        self.input_shape = (None, 128, 128, 3)
+        self.batches: list[int] = []
+        self.fails = fails
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        if self.fails:
+            raise RuntimeError("the model broke")
+        self.batches.append(len(batch))
+        probabilities = np.full((len(batch), len(CLASSES)), 0.02, np.float32)
+        probabilities[:, CLASSES.index(PREDICTED)] = 0.9
+        return probabilities
+
+
+class BlippingJobStore(JobStore):
+    """A job store whose ``mark_running`` meets a dropped Redis connection."""
+
+    def mark_running(self, job_ids: list[str]) -> None:
+        raise RedisConnectionError("Connection reset by peer")
+
+
+@pytest.fixture
+def jobs(redis_url):
+    redis = Redis.from_url(redis_url.rsplit("/", 1)[0] + "/3")
+    redis.delete(BATCH_SIZES_KEY)
+    return JobStore(redis, ttl_s=60)
+
+
+@pytest.fixture
+def storage(tmp_path):
+    return LocalStorage(tmp_path / "uploads")
+
+
+def delivery(jobs: JobStore, storage: LocalStorage, data: bytes | None = None, **fields):
+    """A queued job and the message a worker receives for it (``data`` None: no file)."""
+    key = storage.save(data, "jpg", "image/jpeg") if data is not None else "uploads/" + "0" * 32
+    job_id = jobs.create("predict")
+    kwargs = {"image_key": key, "image_url": f"http://h/{key}", "lang": "id"} | fields
+    return job_id, (), kwargs
+
+
+def test_a_bad_image_fails_only_its_own_job(jobs, storage):
+    good = [delivery(jobs, storage, photo(seed=s)) for s in (1, 2)]
+    corrupt = delivery(jobs, storage, photo()[:1500])
+    missing = delivery(jobs, storage)
+    runtime = StubRuntime()
+    answer_batch([*good, corrupt, missing], runtime, storage, jobs, PIXELS)
+    assert runtime.batches == [2]  # one model call for the readable ones
+    for job_id, _, kwargs in good:
+        record = jobs.get(job_id)
+        assert record["status"] == "succeeded" and record["result"]["label"] == PREDICTED
+        assert record["result"]["image_url"] == kwargs["image_url"]
+        assert record["result"]["model_version"] == "stub-1"
+    assert jobs.get(corrupt[0])["error"]["code"] == "corrupt_image"
+    assert jobs.get(missing[0])["error"]["code"] == "image_not_found"
+    assert batch_sizes(jobs.redis) == {4: 1}
+
+
+def test_an_empty_batch_calls_no_model(storage):
+    runtime = StubRuntime()
+    assert classify({}, runtime, storage, PIXELS) == ({}, {})
+    assert runtime.batches == []
+
+
+def test_a_malformed_message_fails_its_job_and_the_rest_are_answered(jobs, storage):
+    good = delivery(jobs, storage, photo())
+    malformed = delivery(jobs, storage, photo(), size="large")
+    answer_batch([good, malformed], StubRuntime(), storage, jobs, PIXELS)
+    assert jobs.get(good[0])["status"] == "succeeded"
+    record = jobs.get(malformed[0])
+    assert record["status"] == "failed" and record["error"]["code"] == "malformed_message"
+    assert "unexpected size" in record["error"]["message"]
+
+
+def test_a_batch_whose_jobs_cannot_be_marked_running_still_answers_every_job(jobs, storage):
+    blipping = BlippingJobStore(jobs.redis, jobs.ttl_s)
+    batch = [delivery(jobs, storage, photo(seed=s)) for s in (1, 2, 3)]
+    with pytest.raises(RedisConnectionError):
+        answer_batch(batch, StubRuntime(), storage, blipping, PIXELS)
+    for job_id, _, _ in batch:
+        record = jobs.get(job_id)
+        assert record["status"] == "failed" and record["error"]["code"] == "worker_error"
+
+
+def test_a_model_failure_fails_the_whole_batch_with_a_worker_error(jobs, storage):
+    batch = [delivery(jobs, storage, photo(seed=s)) for s in (1, 2)]
+    with pytest.raises(RuntimeError, match="the model broke"):
+        answer_batch(batch, StubRuntime(fails=True), storage, jobs, PIXELS)
+    assert {jobs.get(job_id)["error"]["code"] for job_id, _, _ in batch} == {"worker_error"}
+
+
+def damaged_member_zip() -> bytes:
+    """Three good images, one truncated JPEG and one member whose bytes are damaged."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for n, label in enumerate(("Kaca", "Kertas", "Logam")):
+            archive.writestr(f"{label}/{n}.jpg", photo(label, seed=n))
+        archive.writestr("Kaca/truncated.jpg", photo("Kaca", seed=9)[:900])
+        archive.writestr("Plastik/damaged.jpg", photo("Plastik", seed=8))
+    data = bytearray(buffer.getvalue())
+    member = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo("Plastik/damaged.jpg")
+    data[member.header_offset + 30 + len(member.filename) + 200] ^= 0xFF
+    return bytes(data)
+
+
+def test_an_evaluation_in_chunks_counts_unreadable_members_and_computes_metrics(
+    jobs, storage, tmp_path
+):
+    settings = Settings(var_dir=tmp_path, eval_chunk_size=2)
+    dataset_key = storage.save(damaged_member_zip(), "zip", "application/zip")
+    job_id = jobs.create("evaluate")
+    chunks = []
+    evaluation.start(job_id, Evaluate(dataset_key=dataset_key, split=None), storage, jobs,
+                     settings, submit_chunk=chunks.append, model_version="stub-1")  # fmt: skip
+    assert [len(chunk.items) for chunk in chunks] == [2, 2, 1]
+    runtime = StubRuntime()
+    for chunk in chunks:
+        assert jobs.get(job_id)["status"] == "running"
+        evaluation.run_chunk(chunk, lambda version: runtime, storage, jobs, settings)
+    record = jobs.get(job_id)
+    assert record["status"] == "succeeded"
+    result = record["result"]
+    assert result["images"] == 3 and result["skipped"] == {"unreadable_image": 2}
+    assert result["model_version"] == "stub-1"
+    assert result["accuracy"] == pytest.approx(100 / 3, abs=0.1)  # only the Kertas image
+    assert jobs.get_blob(job_id, "confusion.png").startswith(b"\x89PNG")
+
+
+def test_a_chunk_of_a_cancelled_evaluation_classifies_nothing(jobs, storage, tmp_path):
+    settings = Settings(var_dir=tmp_path, eval_chunk_size=2)
+    dataset_key = storage.save(damaged_member_zip(), "zip", "application/zip")
+    job_id = jobs.create("evaluate")
+    chunks = []
+    evaluation.start(job_id, Evaluate(dataset_key=dataset_key, split=None), storage, jobs,
+                     settings, submit_chunk=chunks.append, model_version="stub-1")  # fmt: skip
+    assert jobs.cancel(job_id)
+    runtime = StubRuntime()
+    evaluation.run_chunk(chunks[0], lambda version: runtime, storage, jobs, settings)
+    assert runtime.batches == [] and jobs.get(job_id)["status"] == "cancelled"

@@ -1,0 +1,75 @@
+"""Task messages: one definition each, and a clear refusal of any other shape."""
+
+import pytest
+
+from common.messages import (
+    MESSAGES,
+    Evaluate,
+    EvaluateChunk,
+    MalformedMessage,
+    Predict,
+    ValidateModel,
+)
+from worker.celery import app as celery_app
+from worker.celery import celery_config
+
+
+class RecordingSender:
+    def __init__(self) -> None:
+        self.sent = []
+
+    def send_task(self, name, *, kwargs, task_id):
+        self.sent.append((name, kwargs, task_id))
+
+
+def test_a_message_travels_as_its_fields_and_comes_back_equal():
+    sender = RecordingSender()
+    photo = Predict(image_key="uploads/a.jpg", image_url="http://h/a.jpg", lang="en")
+    photo.send(sender, "j" * 32)
+    [(name, kwargs, task_id)] = sender.sent
+    assert (name, task_id) == ("ecosnap.predict", "j" * 32)
+    assert Predict.received((), kwargs) == photo
+
+
+def test_chunks_name_their_job_and_carry_items_as_lists():
+    chunk = EvaluateChunk(job_id="j", dataset_key="uploads/d.zip", items=[["Kaca/a.jpg", 0]])
+    sender = RecordingSender()
+    chunk.send(sender)
+    assert sender.sent == [("ecosnap.evaluate_chunk", {"job_id": "j", "dataset_key":
+                            "uploads/d.zip", "items": [["Kaca/a.jpg", 0]]}, None)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "said"),
+    [
+        ((), {"image_key": "k", "image_url": "u"}, "missing lang"),
+        ((), {"image_key": "k", "image_url": "u", "lang": "id", "size": 3}, "unexpected size"),
+        (("k", "u", "id"), {}, "3 positional arguments"),
+        ((), {"image_key": 7, "image_url": "u", "lang": "id"}, "image_key is int"),
+    ],
+    ids=["missing", "unexpected", "positional", "wrong-type"],
+)
+def test_any_other_shape_is_refused_with_what_is_wrong(args, kwargs, said):
+    with pytest.raises(MalformedMessage) as refused:
+        Predict.received(args, kwargs)
+    assert refused.value.code == "malformed_message"
+    assert "ecosnap.predict" in refused.value.message and said in refused.value.message
+
+
+def test_only_optional_fields_accept_none():
+    assert Evaluate.received((), {"dataset_key": "k", "split": None}).split is None
+    assert ValidateModel.received((), {"version": "v2"}).version == "v2"
+    with pytest.raises(MalformedMessage):
+        ValidateModel.received((), {"version": None})
+
+
+def test_every_message_has_its_own_task_and_is_routed_to_its_queue(settings):
+    routes = celery_config(settings)["task_routes"]
+    assert len({message.task for message in MESSAGES}) == len(MESSAGES)
+    for message in MESSAGES:
+        assert routes[message.task] == {"queue": message.queue}
+
+
+def test_the_worker_registers_a_task_for_every_message():
+    celery_app.loader.import_default_modules()
+    assert {message.task for message in MESSAGES} <= set(celery_app.tasks)

@@ -1,0 +1,93 @@
+"""What one worker process holds, in one object built when the process starts.
+
+Celery imports the tasks module in every process that sends or receives tasks, but
+only a worker process loads models: ``WorkerState.start`` runs from the
+``worker_init`` signal, and the tasks reach the result through ``current()``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+
+from redis import Redis
+
+from common.heartbeat import start_heartbeat
+from common.jobs import JobStore
+from common.registry import ModelRegistry
+from common.settings import Settings
+from common.storage import Storage, storage_from_settings
+from worker.housekeeping import start_upload_sweeper
+from worker.models import ServedModels, watch_activations
+
+
+@dataclass
+class WorkerState:
+    """The models this process serves, its storage and job store, and the stop
+    switches of its background threads (heartbeat, activation watcher, sweeper)."""
+
+    settings: Settings
+    models: ServedModels
+    storage: Storage
+    jobs: JobStore
+    background: list[threading.Event] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, settings: Settings) -> WorkerState:
+        """Load and warm the active model, then report in and follow activations."""
+        registry = ModelRegistry(settings.registry_dir, settings.model_name)
+        registry.import_configured(settings.model_path)
+        models = ServedModels(
+            registry, settings.var_dir / "model-cache", accelerated=settings.accelerate == "onnx"
+        )
+        models.refresh()
+        redis = Redis.from_url(settings.redis_url)
+        jobs = JobStore(redis, settings.result_ttl_s)
+        state = cls(settings, models, storage_from_settings(settings), jobs)
+        state.background += [
+            start_heartbeat(
+                redis,
+                f"{socket.gethostname()}:{os.getpid()}",
+                state.heartbeat_info,
+                settings.heartbeat_interval_s,
+            ),
+            watch_activations(redis, models, settings.heartbeat_interval_s),
+        ]
+        return state
+
+    def heartbeat_info(self) -> dict[str, object]:
+        """What ``/health`` and ``GET /models`` show of this worker, read at every beat."""
+        return {
+            "pid": os.getpid(),
+            "model_version": self.models.active.metadata.version,
+            "runtime": type(self.models.active).__name__,
+            "load_error": self.models.load_error,
+        }
+
+    def sweep_uploads(self) -> None:
+        """Start removing expired uploads (``UPLOAD_RETENTION_S=0`` keeps them forever)."""
+        if self.settings.upload_retention_s:
+            self.background.append(start_upload_sweeper(self.storage, self.settings))
+
+    def stop(self) -> None:
+        for switch in self.background:
+            switch.set()
+
+
+_current: WorkerState | None = None
+
+
+def begin(settings: Settings) -> WorkerState:
+    """Build this process's state; called once, from ``worker_init``."""
+    global _current
+    _current = WorkerState.start(settings)
+    return _current
+
+
+def current() -> WorkerState:
+    """This worker process's state; only a started worker has one."""
+    if _current is None:
+        raise RuntimeError("No worker state: tasks run only in a started worker process.")
+    return _current
