@@ -46,6 +46,7 @@ from common.processes import (
 from common.settings import Settings
 from training.synthetic import draw_photo, jpeg_bytes
 from worker.conversion import accelerate
+from worker.inference import prepare_each
 from worker.runtime import load_runtime
 
 SMALL, PHONE = (512, 384), (4000, 3000)
@@ -73,8 +74,6 @@ def median_ms(run, repeats: int) -> float:
 
 def in_process(settings: Settings, small: list[bytes], phone: list[bytes], batch: int) -> dict:
     """The pipeline without queue or HTTP: the ceiling, and the seed's way."""
-    from worker.inference import _DECODERS
-
     keras_runtime = load_runtime(settings.model_path)
     runtime = (
         accelerate(keras_runtime, settings.var_dir / "model-cache")
@@ -87,8 +86,10 @@ def in_process(settings: Settings, small: list[bytes], phone: list[bytes], batch
         return preprocess(data, meta.input_size, meta.scale)
 
     def batched(images: list[bytes]) -> None:
+        """Decoded on the worker's threads and classified as the worker does."""
         for start in range(0, len(images), batch):
-            runtime.predict(np.stack(list(_DECODERS.map(prepare, images[start : start + batch]))))
+            readers = [lambda data=data: data for data in images[start : start + batch]]
+            runtime.predict(np.stack(list(prepare_each(readers, meta, settings.max_image_pixels))))
 
     batched(small[:batch])
     naive_images = small[:60]

@@ -134,15 +134,21 @@ def damaged_member_zip() -> bytes:
     return bytes(data)
 
 
-def test_an_evaluation_in_chunks_counts_unreadable_members_and_computes_metrics(
-    jobs, storage, tmp_path
-):
-    settings = Settings(var_dir=tmp_path, eval_chunk_size=2)
+def started_evaluation(jobs: JobStore, storage: LocalStorage, settings: Settings):
+    """An evaluation of ``damaged_member_zip`` in chunks of 2: its job id and chunks."""
     dataset_key = storage.save(damaged_member_zip(), "zip", "application/zip")
     job_id = jobs.create("evaluate")
     chunks = []
     evaluation.start(job_id, Evaluate(dataset_key=dataset_key, split=None), storage, jobs,
                      settings, submit_chunk=chunks.append, model_version="stub-1")  # fmt: skip
+    return job_id, chunks
+
+
+def test_an_evaluation_in_chunks_counts_unreadable_members_and_computes_metrics(
+    jobs, storage, tmp_path
+):
+    settings = Settings(var_dir=tmp_path, eval_chunk_size=2)
+    job_id, chunks = started_evaluation(jobs, storage, settings)
     assert [len(chunk.items) for chunk in chunks] == [2, 2, 1]
     runtime = StubRuntime()
     for chunk in chunks:
@@ -159,11 +165,7 @@ def test_an_evaluation_in_chunks_counts_unreadable_members_and_computes_metrics(
 
 def test_a_chunk_of_a_cancelled_evaluation_classifies_nothing(jobs, storage, tmp_path):
     settings = Settings(var_dir=tmp_path, eval_chunk_size=2)
-    dataset_key = storage.save(damaged_member_zip(), "zip", "application/zip")
-    job_id = jobs.create("evaluate")
-    chunks = []
-    evaluation.start(job_id, Evaluate(dataset_key=dataset_key, split=None), storage, jobs,
-                     settings, submit_chunk=chunks.append, model_version="stub-1")  # fmt: skip
+    job_id, chunks = started_evaluation(jobs, storage, settings)
     assert jobs.cancel(job_id)
     runtime = StubRuntime()
     evaluation.run_chunk(chunks[0], lambda version: runtime, storage, jobs, settings)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import Refusal
 from common.jobs import WORKER_ERROR, JobStore, utc_now
 from common.labels import CLASSES
 from common.model_metadata import MetadataError, ModelMetadata, check_classes
@@ -21,8 +22,11 @@ from worker.conversion import sample_batch
 from worker.runtime import ModelRuntime, load_runtime
 
 
-class InvalidModel(ValueError):
+class InvalidModel(Refusal):
     """A model version that fails validation; the message says which check and why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid_model", message)
 
 
 def check_runtime(runtime: ModelRuntime) -> dict[str, Any]:
@@ -85,7 +89,7 @@ def run(job_id: str, version: str, registry: ModelRegistry, jobs: JobStore) -> N
         registry.set_status(version, "valid", checks=checks, validated_at=utc_now())
     except Exception as exc:
         invalid = isinstance(exc, InvalidModel)
-        error = {"code": "invalid_model", "message": str(exc)} if invalid else WORKER_ERROR
+        error = exc.as_error() if invalid else WORKER_ERROR
         # The registry first, so a client that sees the job end sees the state too;
         # the job ends even if the registry cannot be written. Invalid either way:
         # POST /models/<version>/validate tries again.
