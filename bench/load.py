@@ -28,8 +28,11 @@ class Clients:
     """Concurrent clients, each thread keeping one connection, so the benchmark's own
     CPU use, on the same cores as the service, stays small."""
 
-    def __init__(self, port: int, photos: list[bytes], concurrency: int) -> None:
+    def __init__(
+        self, port: int, photos: list[bytes], concurrency: int, path: str = PREDICT_PATH
+    ) -> None:
         self.port = port
+        self.path = path
         self.bodies = [multipart(data) for data in photos]
         self.concurrency = concurrency
         self._pool = ThreadPoolExecutor(concurrency)
@@ -47,7 +50,7 @@ class Clients:
             self._local.connection = http.client.HTTPConnection("127.0.0.1", self.port, 60)
         body, content_type = self.bodies[index % len(self.bodies)]
         start = time.perf_counter()
-        self._local.connection.request("POST", PREDICT_PATH, body, {"Content-Type": content_type})
+        self._local.connection.request("POST", self.path, body, {"Content-Type": content_type})
         response = self._local.connection.getresponse()
         payload = response.read()
         if response.status != 200:

@@ -26,6 +26,12 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
+def descendants(pid: int) -> list[int]:
+    """Children, their children and so on (gunicorn's workers, BentoML's processes)."""
+    found = children(pid)
+    return found + [pid for child in found for pid in descendants(child)]
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User plus system CPU time of these processes, all their threads included."""
     total = 0

@@ -26,6 +26,7 @@ import numpy as np
 import requests
 from redis import Redis
 
+from bench.compare import MODELS, SYSTEMS, compare
 from bench.floor import framework_floor, usable_cpus
 from bench.load import PREDICT_PATH, Clients, multipart
 from bench.procfs import children, cpu_ms_per_request, loads_tensorflow, memory_mb
@@ -240,26 +241,11 @@ def rounded(value: Any) -> Any:
     return round(value, 2) if isinstance(value, float) else value
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--images", type=int, default=600, help="512x384 images")
-    parser.add_argument("--phone-images", type=int, default=32, help="4000x3000 images")
-    parser.add_argument("--clients", type=int, default=64)
-    parser.add_argument("--single", type=int, default=100, help="one-client requests")
-    parser.add_argument("--eval-images", type=int, default=2000, help="images in the eval zip")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    args = parser.parse_args(argv)
-
-    settings = Settings.from_env()
-    small = make_images(args.images, SMALL, seed=1)
-    phone = make_images(args.phone_images, PHONE, seed=2)
-    results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "usable_cpus": usable_cpus()},
-        "images": {"512x384": len(small), "4000x3000": len(phone)},
-        "batch_max_size": settings.batch_max_size,
-        "batch_max_wait_ms": settings.batch_max_wait_ms,
-    }
-    results |= in_process(settings, small, phone, settings.batch_max_size)
+def stack_benchmark(
+    settings: Settings, small: list[bytes], phone: list[bytes], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The pipeline's limit, the frameworks' floor and the full stack with evaluations."""
+    results = in_process(settings, small, phone, settings.batch_max_size)
     results |= framework_floor(small, args.clients, results["limit_cpu_ms_per_image"])
     archive = dataset_zip(make_images(args.eval_images, SMALL, seed=3))
     results |= stack_metrics(settings, small, archive, args.clients, args.single)
@@ -272,6 +258,42 @@ def main(argv: list[str] | None = None) -> int:
     results["ceiling_e2e_vs_limit"] = (
         results["ceiling_e2e_images_per_s"] / results["limit_images_per_s"]
     )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--images", type=int, default=600, help="512x384 images")
+    parser.add_argument("--phone-images", type=int, default=32, help="4000x3000 images")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--single", type=int, default=100, help="one-client requests")
+    parser.add_argument("--eval-images", type=int, default=2000, help="images in the eval zip")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--compare-only",
+        action="store_true",
+        help="only the side-by-side comparison with the peers",
+    )
+    parser.add_argument(
+        "--systems", default=",".join(SYSTEMS), help="systems compared side by side"
+    )
+    parser.add_argument("--models", default=",".join(MODELS), help="models compared")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating comparison rounds")
+    args = parser.parse_args(argv)
+
+    settings = Settings.from_env()
+    small = make_images(args.images, SMALL, seed=1)
+    phone = make_images(args.phone_images, PHONE, seed=2)
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "usable_cpus": usable_cpus()},
+        "images": {"512x384": len(small), "4000x3000": len(phone)},
+        "batch_max_size": settings.batch_max_size,
+        "batch_max_wait_ms": settings.batch_max_wait_ms,
+    }
+    if not args.compare_only:
+        results |= stack_benchmark(settings, small, phone, args)
+    results |= compare(small, args.systems.split(","), args.models.split(","), args.rounds,
+                       args.clients, args.single)  # fmt: skip
     for name, value in results.items():
         print(f"{name:28} {rounded(value)}")
     if args.json:
