@@ -1,16 +1,20 @@
 """How the predict task gathers photos into batches (``celery-batches``).
 
-The predict task buffers the messages it receives and runs them as one batch at
-``BATCH_MAX_SIZE`` messages or after ``BATCH_MAX_WAIT_MS``, whichever comes first.
+The predict task buffers the messages it receives and runs them as one batch as
+soon as no further photo waits in the broker, at ``BATCH_MAX_SIZE`` messages, or
+after ``BATCH_MAX_WAIT_MS``, whichever comes first. A lone photo therefore never
+waits for a timer, and photos that queue up while a batch runs form the next batch.
 The real task and the benchmark's no-op twin (``bench/frameworks.py``) both take
 their options from ``predict_task_options``, so they batch the same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from celery_batches import Batches
+from redis import Redis
 
 from common.messages import Predict
 from common.settings import Settings
@@ -33,11 +37,48 @@ class PhotoBatches(Batches):
     """
 
     abstract = True
+    _broker: Redis | None = None
+
+    def Strategy(self, task: Any, app: Any, consumer: Any) -> Callable[..., None]:
+        """celery-batches' message handler, then a flush once the burst has arrived."""
+        buffer_message = super().Strategy(task, app, consumer)
+        burst = Burst()
+
+        def handle(*args: Any, **kwargs: Any) -> None:
+            buffer_message(*args, **kwargs)
+            held = self._buffer.qsize()
+            if held and burst.complete(held, self._waiting_in_broker):
+                self._do_flush()
+
+        return handle
+
+    def _waiting_in_broker(self) -> int:
+        """Messages of this task's queue not yet handed to any worker."""
+        if self._broker is None:
+            self._broker = Redis.from_url(self.app.conf.broker_url)
+        return self._broker.llen(Predict.queue)
 
     def answer_held(self) -> None:
         """Run the photos received so far as one batch, now, if there are any."""
         if not self._buffer.empty() or not self._pending.empty():
             self._do_flush()
+
+
+class Burst:
+    """Tells when the photos received so far are all that is waiting.
+
+    At the first photo of a batch the broker is asked once how many more wait in
+    the queue; the batch is complete when that many more have arrived (or none
+    wait). Another worker may take some of them: the batch timer then ends the wait.
+    """
+
+    def __init__(self) -> None:
+        self.expected = 0
+
+    def complete(self, held: int, waiting: Callable[[], int]) -> bool:
+        """Called after each photo is buffered; ``held`` photos are buffered now."""
+        self.expected = waiting() if held == 1 else self.expected - 1
+        return self.expected <= 0
 
 
 def predict_task_options(settings: Settings) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from common.broker import TRANSPORT
 from common.messages import MESSAGES, PREDICT_QUEUE, QUEUES
 from common.settings import Settings
 
@@ -19,6 +20,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings, each chosen for batched inference on a queue of photos."""
     return {
         "broker_url": settings.redis_url,
+        # kombu's Redis transport, reusing one Redis client per channel (see there).
+        "broker_transport": TRANSPORT,
         # Outcomes live in common.jobs (status, timestamps, waiters); Celery's
         # result backend would only duplicate them.
         "task_ignore_result": True,

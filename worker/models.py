@@ -17,9 +17,10 @@ from pathlib import Path
 
 from redis import Redis, RedisError
 
+from common.model_metadata import ModelMetadata, model_format
 from common.registry import ACTIVATION_CHANNEL, ModelRegistry
-from worker.conversion import accelerate
-from worker.runtime import ModelRuntime, load_runtime
+from worker.conversion import accelerated_copy
+from worker.runtime import KERAS_FORMATS, ModelRuntime, OnnxRuntime, load_runtime, warmed
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,14 @@ class ServedModels:
         self.active: ModelRuntime | None = None
 
     def load(self, version: str) -> ModelRuntime:
-        """A fresh runtime for ``version``, served through ONNX Runtime when it is faster."""
-        runtime = load_runtime(self.registry.model_path(version))
-        return accelerate(runtime, self._cache_dir) if self._accelerated else runtime
+        """A fresh runtime for ``version``: a Keras model through its checked ONNX copy
+        when accelerated (this process then never imports TensorFlow), else as it is."""
+        path = self.registry.model_path(version)
+        if self._accelerated and model_format(path) in KERAS_FORMATS:
+            onnx_path = accelerated_copy(path, self._cache_dir)
+            if onnx_path is not None:
+                return warmed(OnnxRuntime(onnx_path, ModelMetadata.for_model(path)))
+        return load_runtime(path)
 
     def runtime(self, version: str) -> ModelRuntime:
         """The runtime of ``version``, loading it (outside the lock) if it is not held."""

@@ -135,6 +135,7 @@ class TFLiteRuntime:
         return self._interpreter.get_tensor(self._output).copy()
 
 
+KERAS_FORMATS = frozenset({"h5", "keras"})
 RUNTIMES: dict[str, type] = {
     "h5": KerasRuntime,
     "keras": KerasRuntime,
@@ -146,9 +147,12 @@ RUNTIMES: dict[str, type] = {
 
 def load_runtime(path: Path, warm_up: bool = True) -> ModelRuntime:
     """Load ``path`` with the runtime its format needs and (by default) warm it up."""
-    metadata = ModelMetadata.for_model(path)
-    runtime = RUNTIMES[model_format(path)](path, metadata)
-    if warm_up:
-        width, height = metadata.input_size
-        runtime.predict(np.zeros((1, height, width, 3), np.float32))
+    runtime = RUNTIMES[model_format(path)](path, ModelMetadata.for_model(path))
+    return warmed(runtime) if warm_up else runtime
+
+
+def warmed(runtime: ModelRuntime) -> ModelRuntime:
+    """The runtime after one call: its first, slowest call is not a client's."""
+    width, height = runtime.metadata.input_size
+    runtime.predict(np.zeros((1, height, width, 3), np.float32))
     return runtime
