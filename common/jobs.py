@@ -70,7 +70,7 @@ class JobStore:
     def create(self, kind: str, **fields: str) -> str:
         job_id = new_job_id()
         record = {"job_id": job_id, "kind": kind, "status": "queued", "created_at": utc_now()}
-        with self.redis.pipeline() as pipe:
+        with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(_key(job_id), mapping={**record, **fields})
             pipe.expire(_key(job_id), self.ttl_s)
             pipe.execute()

@@ -191,3 +191,11 @@ def encoded(image: Image.Image, image_format: str, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, image_format, **options)
     return buffer.getvalue()
+
+
+def damaged_png() -> bytes:
+    """A PNG whose end is intact but whose compressed pixel data is garbage."""
+    data = bytearray(encoded(Image.new("RGB", (400, 300), (255, 0, 0)), "PNG"))
+    pixels = data.index(b"IDAT") + 4
+    data[pixels : pixels + 64] = b"\xff" * 64
+    return bytes(data)

@@ -7,13 +7,14 @@ import requests
 from celery import Celery
 from redis import Redis
 
+from bench.procfs import loads_tensorflow
 from common.jobs import JobStore
 from common.labels import CLASSES, suggestion
 from common.messages import Predict
 from common.model_metadata import ModelMetadata, file_sha256
 from common.processes import wait_until
 from common.settings import DEFAULT_MODEL_PATH, Settings
-from tests.conftest import photo
+from tests.conftest import damaged_png, photo
 from worker.celery import celery_config
 
 TIMEOUT = 60
@@ -141,3 +142,19 @@ def test_a_malformed_message_fails_its_job_in_a_real_worker(stack):
     assert error["code"] == "malformed_message" and "missing image_url" in error["message"]
     assert beside.status_code == 200
     sender.close()
+
+
+def test_workers_serve_the_checked_onnx_copy_without_tensorflow(stack):
+    """The shipped Keras model is converted once in a child process: the worker
+    processes themselves never import TensorFlow."""
+    workers = stack.live_workers()
+    assert workers and all(worker["runtime"] == "OnnxRuntime" for worker in workers)
+    assert not any(loads_tensorflow(worker["pid"]) for worker in workers)
+
+
+def test_damage_inside_a_whole_photo_fails_its_job_with_corrupt_image(stack):
+    """The API checks a photo's header and end only; the worker's decode finds the rest."""
+    response = predict(stack, damaged_png(), name="damaged.png")
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "corrupt_image"
+    assert predict(stack, photo()).status_code == 200

@@ -7,7 +7,7 @@ from PIL.JpegImagePlugin import JpegImageFile
 
 from api.errors import http_status
 from common.preprocessing import ImageRejected, decode_for_model, preprocess, verify_image
-from tests.conftest import encoded, photo
+from tests.conftest import damaged_png, encoded, photo
 
 LIMIT = 50_000_000
 
@@ -87,3 +87,27 @@ def test_pixel_limit_is_enforced_before_decoding():
 def test_verify_returns_the_detected_format():
     assert verify_image(photo(), LIMIT) == "JPEG"
     assert verify_image(encoded(two_tone(), "PNG"), LIMIT) == "PNG"
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG", "WEBP"])
+def test_a_truncated_file_of_any_format_is_refused_without_decoding(image_format):
+    whole = encoded(two_tone(), image_format)
+    assert verify_image(whole, LIMIT) == image_format
+    with pytest.raises(ImageRejected) as caught:
+        verify_image(whole[: len(whole) * 2 // 3], LIMIT)
+    # Pillow cannot even open a truncated WebP; the others miss their end marker.
+    expected = "unsupported_media_type" if image_format == "WEBP" else "corrupt_image"
+    assert caught.value.code == expected and http_status(caught.value) >= 400
+
+
+def test_a_jpeg_with_data_after_its_end_marker_is_whole():
+    """Phones append data after a JPEG's end (Samsung's trailers, motion photos)."""
+    assert verify_image(photo() + b"SEFH" + bytes(4000), LIMIT) == "JPEG"
+
+
+def test_damage_inside_a_whole_file_is_found_when_it_is_decoded():
+    data = damaged_png()
+    assert verify_image(data, LIMIT) == "PNG"  # the API accepts it ...
+    with pytest.raises(ImageRejected) as caught:  # ... and the worker's decode refuses it
+        decode_for_model(data, (128, 128), LIMIT)
+    assert caught.value.code == "corrupt_image"

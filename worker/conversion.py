@@ -154,5 +154,5 @@ def accelerated_copy(model_path: Path, cache_dir: Path) -> Path | None:
 if __name__ == "__main__":  # python -m worker.conversion MODEL CACHE_DIR (accelerated_copy)
     logging.basicConfig(level=logging.INFO)
     model, cache = Path(sys.argv[1]), Path(sys.argv[2])
-    served = accelerate(load_runtime(model, warm_up=False), cache)
+    served = accelerate(load_runtime(model), cache)
     sys.exit(0 if isinstance(served, OnnxRuntime) else 1)
