@@ -9,8 +9,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from api import inputs, services
 from api.errors import APIError, job_error_status
 from api.jobs import queued_response
+from common.jobs import new_job_id
 from common.labels import DEFAULT_LANGUAGE, LANGUAGES
-from common.messages import Predict
+from common.messages import Photo
 from common.preprocessing import ALLOWED_FORMATS, FILE_EXTENSIONS, verify_image
 
 bp = Blueprint("predict", __name__)
@@ -71,14 +72,14 @@ def predict():
             400, "missing_field", "Send the photo as multipart field 'file' or a bucket 'url'."
         )
 
-    job_id = services.jobs().create("predict", image_url=image_url)
-    message = Predict(image_key=image_key, image_url=image_url, lang=lang)
+    job_id = new_job_id()
+    photo = Photo(job_id=job_id, image_key=image_key, image_url=image_url, lang=lang)
     if wait_s:
         with services.waiter().expect(job_id) as outcome:
-            message.send(services.celery(), job_id)
+            services.sender().send(photo)
             record = outcome(wait_s)
     else:
-        message.send(services.celery(), job_id)
+        services.sender().send(photo)
         record = None
     if record is None:
         return queued_response(job_id)

@@ -8,13 +8,15 @@ from celery import Celery
 from flask import current_app
 from redis import Redis
 
+from api.sender import PhotoSender
 from common.job_waiter import JobWaiter
 from common.jobs import JobStore
 from common.registry import ModelRegistry
 from common.settings import Settings
 from common.storage import Storage
 
-_WAITER_LOCK = threading.Lock()
+# The waiter and the sender start threads: made on first use, after gunicorn forks.
+_THREADS_LOCK = threading.Lock()
 
 
 def settings() -> Settings:
@@ -36,10 +38,21 @@ def storage() -> Storage:
 def waiter() -> JobWaiter:
     """The process's ``JobWaiter``, started on first use (after gunicorn forks)."""
     services = current_app.extensions["ecosnap"]
-    with _WAITER_LOCK:
+    with _THREADS_LOCK:
         if "waiter" not in services:
             services["waiter"] = JobWaiter(services["jobs"])
     return services["waiter"]
+
+
+def sender() -> PhotoSender:
+    """The process's ``PhotoSender``, started on first use (after gunicorn forks)."""
+    services = current_app.extensions["ecosnap"]
+    with _THREADS_LOCK:
+        if "sender" not in services:
+            services["sender"] = PhotoSender(
+                services["jobs"], services["celery"], settings().batch_max_size
+            )
+    return services["sender"]
 
 
 def registry() -> ModelRegistry:

@@ -21,7 +21,7 @@ from redis import Redis
 
 from bench.load import Clients
 from bench.procfs import children, cpu_ms_per_request
-from common.messages import PREDICT_QUEUE, Predict
+from common.messages import PREDICT_QUEUE, Photo, Predict
 from common.processes import (
     API_PROCESSES,
     free_port,
@@ -80,10 +80,8 @@ def queue_floor(env: dict[str, str], redis_pid: int, tasks: int) -> dict[str, fl
         target = int(redis.get(DONE_KEY) or 0) + count
         for _ in range(count):
             job_id = uuid.uuid4().hex
-            photo = Predict(
-                image_key=f"{job_id}.jpg", image_url=f"http://x/{job_id}.jpg", lang="id"
-            )
-            photo.send(sender, job_id)
+            photo = Photo(job_id, f"{job_id}.jpg", f"http://x/{job_id}.jpg", "id")
+            Predict.of([photo]).send(sender)
         wait_until(lambda: int(redis.get(DONE_KEY) or 0) >= target, 120, "floor queue", worker)
 
     try:

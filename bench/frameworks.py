@@ -47,5 +47,5 @@ def _redis() -> Redis:
 
 @celery_app.task(**predict_task_options(settings))
 def count(requests: list[SimpleRequest]) -> None:
-    """Only count the batch, so the benchmark knows when the queue has drained."""
-    _redis().incrby(DONE_KEY, len(requests))
+    """Only count the photos, so the benchmark knows when the queue has drained."""
+    _redis().incrby(DONE_KEY, sum(len(request.kwargs["photos"]) for request in requests))

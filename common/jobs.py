@@ -69,12 +69,18 @@ class JobStore:
 
     def create(self, kind: str, **fields: str) -> str:
         job_id = new_job_id()
-        record = {"job_id": job_id, "kind": kind, "status": "queued", "created_at": utc_now()}
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(_key(job_id), mapping={**record, **fields})
-            pipe.expire(_key(job_id), self.ttl_s)
-            pipe.execute()
+        self.create_all(kind, {job_id: fields})
         return job_id
+
+    def create_all(self, kind: str, jobs: dict[str, dict[str, str]]) -> None:
+        """Queued records for these job ids and their fields, in one round trip."""
+        now = utc_now()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, fields in jobs.items():
+                record = {"job_id": job_id, "kind": kind, "status": "queued", "created_at": now}
+                pipe.hset(_key(job_id), mapping=record | fields)
+                pipe.expire(_key(job_id), self.ttl_s)
+            pipe.execute()
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         if not JOB_ID_PATTERN.match(job_id):

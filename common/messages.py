@@ -7,9 +7,11 @@ release, say) with a clear ``malformed_message`` error instead of a ``TypeError`
 deep inside a task.
 
 Messages carry keys and names, never pixels or files: the photo and the dataset zip
-are in storage (``common.storage``), the model in the registry. The job a message
-belongs to is its Celery task id, except for evaluation chunks: an evaluation has
-many, so each chunk names its job.
+are in storage (``common.storage``), the model in the registry. A ``Predict`` message
+carries a group of photos, each naming its job: an API process sends every photo
+that arrived while it was sending the previous group as one message, so the queue's
+cost per message is shared. The job of an evaluation or a validation is its Celery
+task id; evaluation chunks (many per job) name their job.
 """
 
 from __future__ import annotations
@@ -42,18 +44,16 @@ class TaskSender(Protocol):
 
 
 @dataclass(frozen=True)
-class Message:
-    """A task message: ``task`` and ``queue`` name where it goes, the fields what it says."""
+class Fields:
+    """A dataclass that rebuilds itself from received fields, refusing any other shape."""
 
-    task: ClassVar[str]
-    queue: ClassVar[str]
-
-    def send(self, celery: TaskSender, task_id: str | None = None) -> None:
-        celery.send_task(self.task, kwargs=asdict(self), task_id=task_id)
+    @classmethod
+    def described(cls) -> str:
+        return f"The {cls.__name__} record"
 
     @classmethod
     def received(cls, args: Sequence[Any], kwargs: dict[str, Any]) -> Self:
-        """The message a worker was handed; anything but exactly our fields is refused."""
+        """What a worker was handed; anything but exactly our fields is refused."""
         hints = get_type_hints(cls)
         expected = {field.name: hints[field.name] for field in fields(cls)}
         problems = []
@@ -69,8 +69,23 @@ class Message:
             if name in kwargs and not _matches(kwargs[name], hint)
         ]
         if problems:
-            raise MalformedMessage(f"The {cls.task} message has {'; '.join(problems)}.")
+            raise MalformedMessage(f"{cls.described()} has {'; '.join(problems)}.")
         return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Message(Fields):
+    """A task message: ``task`` and ``queue`` name where it goes, the fields what it says."""
+
+    task: ClassVar[str]
+    queue: ClassVar[str]
+
+    @classmethod
+    def described(cls) -> str:
+        return f"The {cls.task} message"
+
+    def send(self, celery: TaskSender, task_id: str | None = None) -> None:
+        celery.send_task(self.task, kwargs=asdict(self), task_id=task_id)
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -80,15 +95,31 @@ def _matches(value: Any, hint: Any) -> bool:
 
 
 @dataclass(frozen=True)
+class Photo(Fields):
+    """One photo of a ``Predict`` message: its job, where it is stored, how to answer."""
+
+    job_id: str
+    image_key: str
+    image_url: str
+    lang: str
+
+    @classmethod
+    def described(cls) -> str:
+        return f"A photo of the {Predict.task} message"
+
+
+@dataclass(frozen=True)
 class Predict(Message):
-    """Classify one stored photo; the task id is the job id."""
+    """Classify a group of stored photos: ``photos`` are ``Photo`` fields."""
 
     task: ClassVar[str] = "ecosnap.predict"
     queue: ClassVar[str] = PREDICT_QUEUE
 
-    image_key: str
-    image_url: str
-    lang: str
+    photos: list
+
+    @classmethod
+    def of(cls, photos: Sequence[Photo]) -> Predict:
+        return cls(photos=[asdict(photo) for photo in photos])
 
 
 @dataclass(frozen=True)

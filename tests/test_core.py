@@ -62,62 +62,77 @@ def storage(tmp_path):
     return LocalStorage(tmp_path / "uploads")
 
 
-def delivery(jobs: JobStore, storage: LocalStorage, data: bytes | None = None, **fields):
-    """A queued job and the message a worker receives for it (``data`` None: no file)."""
+def queued(jobs: JobStore, storage: LocalStorage, data: bytes | None = None, **fields) -> dict:
+    """A queued job's photo as a message carries it (``data`` None: no stored file)."""
     key = storage.save(data, "jpg", "image/jpeg") if data is not None else "uploads/" + "0" * 32
     job_id = jobs.create("predict")
-    kwargs = {"image_key": key, "image_url": f"http://h/{key}", "lang": "id"} | fields
-    return job_id, (), kwargs
+    return {"job_id": job_id, "image_key": key, "image_url": f"http://h/{key}", "lang": "id"} | (
+        fields
+    )
+
+
+def message(*photos: dict):
+    """What the worker receives for one ``Predict`` message: its args and kwargs."""
+    return (), {"photos": list(photos)}
 
 
 def test_a_bad_image_fails_only_its_own_job(jobs, storage):
-    good = [delivery(jobs, storage, photo(seed=s)) for s in (1, 2)]
-    corrupt = delivery(jobs, storage, photo()[:1500])
-    missing = delivery(jobs, storage)
+    good = [queued(jobs, storage, photo(seed=s)) for s in (1, 2)]
+    corrupt = queued(jobs, storage, photo()[:1500])
+    missing = queued(jobs, storage)
     runtime = StubRuntime()
-    answer_batch([*good, corrupt, missing], runtime, storage, jobs, PIXELS)
+    answer_batch([message(*good, corrupt), message(missing)], runtime, storage, jobs, PIXELS, 32)
     assert runtime.batches == [2]  # one model call for the readable ones
-    for job_id, _, kwargs in good:
-        record = jobs.get(job_id)
+    for fields in good:
+        record = jobs.get(fields["job_id"])
         assert record["status"] == "succeeded" and record["result"]["label"] == PREDICTED
-        assert record["result"]["image_url"] == kwargs["image_url"]
+        assert record["result"]["image_url"] == fields["image_url"]
         assert record["result"]["model_version"] == "stub-1"
-    assert jobs.get(corrupt[0])["error"]["code"] == "corrupt_image"
-    assert jobs.get(missing[0])["error"]["code"] == "image_not_found"
+    assert jobs.get(corrupt["job_id"])["error"]["code"] == "corrupt_image"
+    assert jobs.get(missing["job_id"])["error"]["code"] == "image_not_found"
     assert batch_sizes(jobs.redis) == {4: 1}
+
+
+def test_the_model_sees_at_most_a_batch_of_images_per_call(jobs, storage):
+    photos = [queued(jobs, storage, photo(seed=s)) for s in range(5)]
+    runtime = StubRuntime()
+    answer_batch([message(*photos[:3]), message(*photos[3:])], runtime, storage, jobs, PIXELS, 2)
+    assert runtime.batches == [2, 2, 1]
+    assert {jobs.get(p["job_id"])["status"] for p in photos} == {"succeeded"}
 
 
 def test_an_empty_batch_calls_no_model(storage):
     runtime = StubRuntime()
-    assert classify({}, runtime, storage, PIXELS) == ({}, {})
+    assert classify([], runtime, storage, PIXELS, 32) == ({}, {})
     assert runtime.batches == []
 
 
-def test_a_malformed_message_fails_its_job_and_the_rest_are_answered(jobs, storage):
-    good = delivery(jobs, storage, photo())
-    malformed = delivery(jobs, storage, photo(), size="large")
-    answer_batch([good, malformed], StubRuntime(), storage, jobs, PIXELS)
-    assert jobs.get(good[0])["status"] == "succeeded"
-    record = jobs.get(malformed[0])
+def test_a_malformed_photo_fails_its_job_and_the_rest_are_answered(jobs, storage):
+    good = queued(jobs, storage, photo())
+    malformed = queued(jobs, storage, photo(), size="large")
+    nameless = ((), {"pictures": [good]})  # names no job at all: dropped, logged
+    answer_batch([message(good, malformed), nameless], StubRuntime(), storage, jobs, PIXELS, 32)
+    assert jobs.get(good["job_id"])["status"] == "succeeded"
+    record = jobs.get(malformed["job_id"])
     assert record["status"] == "failed" and record["error"]["code"] == "malformed_message"
     assert "unexpected size" in record["error"]["message"]
 
 
 def test_a_batch_whose_jobs_cannot_be_marked_running_still_answers_every_job(jobs, storage):
     blipping = BlippingJobStore(jobs.redis, jobs.ttl_s)
-    batch = [delivery(jobs, storage, photo(seed=s)) for s in (1, 2, 3)]
+    photos = [queued(jobs, storage, photo(seed=s)) for s in (1, 2, 3)]
     with pytest.raises(RedisConnectionError):
-        answer_batch(batch, StubRuntime(), storage, blipping, PIXELS)
-    for job_id, _, _ in batch:
-        record = jobs.get(job_id)
+        answer_batch([message(*photos)], StubRuntime(), storage, blipping, PIXELS, 32)
+    for fields in photos:
+        record = jobs.get(fields["job_id"])
         assert record["status"] == "failed" and record["error"]["code"] == "worker_error"
 
 
 def test_a_model_failure_fails_the_whole_batch_with_a_worker_error(jobs, storage):
-    batch = [delivery(jobs, storage, photo(seed=s)) for s in (1, 2)]
+    photos = [queued(jobs, storage, photo(seed=s)) for s in (1, 2)]
     with pytest.raises(RuntimeError, match="the model broke"):
-        answer_batch(batch, StubRuntime(fails=True), storage, jobs, PIXELS)
-    assert {jobs.get(job_id)["error"]["code"] for job_id, _, _ in batch} == {"worker_error"}
+        answer_batch([message(*photos)], StubRuntime(fails=True), storage, jobs, PIXELS, 32)
+    assert {jobs.get(p["job_id"])["error"]["code"] for p in photos} == {"worker_error"}
 
 
 def damaged_member_zip() -> bytes:

@@ -7,6 +7,7 @@ from common.messages import (
     Evaluate,
     EvaluateChunk,
     MalformedMessage,
+    Photo,
     Predict,
     ValidateModel,
 )
@@ -24,11 +25,12 @@ class RecordingSender:
 
 def test_a_message_travels_as_its_fields_and_comes_back_equal():
     sender = RecordingSender()
-    photo = Predict(image_key="uploads/a.jpg", image_url="http://h/a.jpg", lang="en")
-    photo.send(sender, "j" * 32)
+    photo = Photo(job_id="j" * 32, image_key="uploads/a.jpg", image_url="http://h/a.jpg", lang="en")
+    Predict.of([photo, photo]).send(sender)
     [(name, kwargs, task_id)] = sender.sent
-    assert (name, task_id) == ("ecosnap.predict", "j" * 32)
-    assert Predict.received((), kwargs) == photo
+    assert (name, task_id) == ("ecosnap.predict", None)
+    received = Predict.received((), kwargs)
+    assert [Photo.received((), item) for item in received.photos] == [photo, photo]
 
 
 def test_chunks_name_their_job_and_carry_items_as_lists():
@@ -39,19 +41,23 @@ def test_chunks_name_their_job_and_carry_items_as_lists():
                             "uploads/d.zip", "items": [["Kaca/a.jpg", 0]]}, None)]  # fmt: skip
 
 
+PHOTO = {"job_id": "j", "image_key": "k", "image_url": "u", "lang": "id"}
+
+
 @pytest.mark.parametrize(
-    ("args", "kwargs", "said"),
+    ("record", "args", "kwargs", "said"),
     [
-        ((), {"image_key": "k", "image_url": "u"}, "missing lang"),
-        ((), {"image_key": "k", "image_url": "u", "lang": "id", "size": 3}, "unexpected size"),
-        (("k", "u", "id"), {}, "3 positional arguments"),
-        ((), {"image_key": 7, "image_url": "u", "lang": "id"}, "image_key is int"),
+        (Photo, (), PHOTO | {"lang": None}, "lang is NoneType"),
+        (Photo, (), {"job_id": "j", "image_key": "k", "image_url": "u"}, "missing lang"),
+        (Photo, (), PHOTO | {"size": 3}, "unexpected size"),
+        (Predict, ([PHOTO],), {}, "1 positional arguments"),
+        (Predict, (), {"photos": PHOTO}, "photos is dict"),
     ],
-    ids=["missing", "unexpected", "positional", "wrong-type"],
+    ids=["wrong-type", "missing", "unexpected", "positional", "not-a-list"],
 )
-def test_any_other_shape_is_refused_with_what_is_wrong(args, kwargs, said):
+def test_any_other_shape_is_refused_with_what_is_wrong(record, args, kwargs, said):
     with pytest.raises(MalformedMessage) as refused:
-        Predict.received(args, kwargs)
+        record.received(args, kwargs)
     assert refused.value.code == "malformed_message"
     assert "ecosnap.predict" in refused.value.message and said in refused.value.message
 

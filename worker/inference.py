@@ -5,6 +5,7 @@ Plain functions, so the Celery task stays a thin wrapper and tests can call them
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from common.batch_stats import count_batch
 from common.errors import Refusal
 from common.jobs import WORKER_ERROR, JobStore
 from common.labels import suggestion
-from common.messages import MalformedMessage, Predict
+from common.messages import MalformedMessage, Photo, Predict
 from common.model_metadata import ModelMetadata
 from common.preprocessing import preprocess
 from common.reports import percent
@@ -27,19 +28,18 @@ from worker.runtime import ModelRuntime
 TOP_K = 3
 _DECODERS = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="decode")
 
-# A received predict message: its job id (the task id), positional and keyword arguments.
-Delivery = tuple[str, Sequence[Any], dict[str, Any]]
+# A received predict message: its positional and keyword arguments.
+Delivery = tuple[Sequence[Any], dict[str, Any]]
+log = logging.getLogger(__name__)
 
 
-def describe(
-    probabilities: np.ndarray, job_id: str, photo: Predict, runtime: ModelRuntime
-) -> dict[str, Any]:
+def describe(probabilities: np.ndarray, photo: Photo, runtime: ModelRuntime) -> dict[str, Any]:
     """The seed's answer for one image, plus the top labels and the model version."""
     classes = runtime.metadata.classes
     order = np.argsort(probabilities)[::-1][:TOP_K]
     label = classes[order[0]]
     return {
-        "job_id": job_id,
+        "job_id": photo.job_id,
         "label": label,
         "confidence": percent(probabilities[order[0]]),
         "suggestion": suggestion(label, photo.lang),
@@ -75,21 +75,59 @@ def prepare_each(
 
 
 def classify(
-    photos: dict[str, Predict], runtime: ModelRuntime, storage: Storage, max_pixels: int
+    photos: list[Photo], runtime: ModelRuntime, storage: Storage, max_pixels: int, batch_size: int
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
-    """Results and errors by job id; a bad image fails only its own job."""
-    readers = [partial(storage.read, photo.image_key) for photo in photos.values()]
-    prepared = dict(zip(photos, prepare_each(readers, runtime.metadata, max_pixels), strict=True))
-    ready = {job_id: array for job_id, array in prepared.items() if isinstance(array, np.ndarray)}
-    errors = {job_id: error for job_id, error in prepared.items() if isinstance(error, dict)}
+    """Results and errors by job id; a bad image fails only its own job.
+
+    The model sees at most ``batch_size`` images per call, however many photos the
+    messages of one batch carried.
+    """
+    readers = [partial(storage.read, photo.image_key) for photo in photos]
+    prepared = list(prepare_each(readers, runtime.metadata, max_pixels))
+    ready = [(p, a) for p, a in zip(photos, prepared, strict=True) if isinstance(a, np.ndarray)]
+    errors = {
+        photo.job_id: error
+        for photo, error in zip(photos, prepared, strict=True)
+        if isinstance(error, dict)
+    }
     results = {}
-    if ready:
-        probabilities = runtime.predict(np.stack(list(ready.values())))
-        results = {
-            job_id: describe(row, job_id, photos[job_id], runtime)
-            for job_id, row in zip(ready, probabilities, strict=True)
+    for start in range(0, len(ready), batch_size):
+        group = ready[start : start + batch_size]
+        probabilities = runtime.predict(np.stack([array for _, array in group]))
+        results |= {
+            photo.job_id: describe(row, photo, runtime)
+            for (photo, _), row in zip(group, probabilities, strict=True)
         }
     return results, errors
+
+
+def received_photos(
+    deliveries: list[Delivery],
+) -> tuple[list[Photo], dict[str, dict[str, str]]]:
+    """The photos of a batch's messages, and the errors of those malformed.
+
+    A malformed photo that names its job fails that job; a message too malformed to
+    name any job can only be logged.
+    """
+    photos: list[Photo] = []
+    refused: dict[str, dict[str, str]] = {}
+    for args, kwargs in deliveries:
+        try:
+            items = Predict.received(args, kwargs).photos
+        except MalformedMessage as exc:
+            log.error("Dropped a message that names no job: %s", exc.message)
+            continue
+        for item in items:
+            fields = item if isinstance(item, dict) else {}
+            try:
+                photos.append(Photo.received((), fields))
+            except MalformedMessage as exc:
+                job_id = fields.get("job_id")
+                if isinstance(job_id, str):
+                    refused[job_id] = exc.as_error()
+                else:
+                    log.error("Dropped a photo that names no job: %s", exc.message)
+    return photos, refused
 
 
 def answer_batch(
@@ -98,26 +136,21 @@ def answer_batch(
     storage: Storage,
     jobs: JobStore,
     max_pixels: int,
+    batch_size: int,
 ) -> None:
-    """Classify a batch of received photos and record every job's outcome.
+    """Classify the photos of a batch of messages and record every job's outcome.
 
-    Every job of the batch ends, whatever happens: a malformed message fails its
-    own job; a failure of the job store, the storage or the model fails them all
-    with ``worker_error`` (so no waiting client waits out its timeout), and then
+    Every job of the batch ends, whatever happens: a malformed photo fails its own
+    job; a failure of the job store, the storage or the model fails them all with
+    ``worker_error`` (so no waiting client waits out its timeout), and then
     propagates for Celery to log.
     """
-    photos: dict[str, Predict] = {}
-    refused: dict[str, dict[str, str]] = {}
+    photos, refused = received_photos(deliveries)
     try:
-        for job_id, args, kwargs in deliveries:
-            try:
-                photos[job_id] = Predict.received(args, kwargs)
-            except MalformedMessage as exc:
-                refused[job_id] = exc.as_error()
-        jobs.mark_running(list(photos))
-        results, errors = classify(photos, runtime, storage, max_pixels) if photos else ({}, {})
+        jobs.mark_running([photo.job_id for photo in photos])
+        results, errors = classify(photos, runtime, storage, max_pixels, batch_size)
     except Exception:
-        jobs.finish({}, {job_id: WORKER_ERROR for job_id, _, _ in deliveries})
+        jobs.finish({}, dict.fromkeys([photo.job_id for photo in photos], WORKER_ERROR) | refused)
         raise
     jobs.finish(results, errors | refused)
-    count_batch(jobs.redis, len(deliveries))
+    count_batch(jobs.redis, len(photos) + len(refused))

@@ -43,12 +43,13 @@ def stop_worker_state(**_: object) -> None:
 def predict(requests: list[SimpleRequest]) -> None:
     worker = state.current()
     inference.answer_batch(
-        [(request.id, request.args, request.kwargs) for request in requests],
+        [(request.args, request.kwargs) for request in requests],
         # One reference for the whole batch: an activation meanwhile applies to the next.
         worker.models.active,
         worker.storage,
         worker.jobs,
         settings.max_image_pixels,
+        settings.batch_max_size,
     )
 
 
