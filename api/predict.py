@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from flask import Blueprint, request
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -73,13 +75,14 @@ def predict():
         )
 
     job_id = new_job_id()
-    photo = Photo(job_id=job_id, image_key=image_key, image_url=image_url, lang=lang)
+    photo = partial(Photo, job_id=job_id, image_key=image_key, image_url=image_url, lang=lang)
     if wait_s:
-        with services.waiter().expect(job_id) as outcome:
-            services.sender().send(photo)
+        waiter = services.waiter()
+        with waiter.expect(job_id) as outcome:
+            services.sender().send(photo(reply_to=waiter.reply_channel))
             record = outcome(wait_s)
     else:
-        services.sender().send(photo)
+        services.sender().send(photo(reply_to=""))
         record = None
     if record is None:
         return queued_response(job_id)

@@ -1,7 +1,9 @@
 """Waiting for jobs to finish: what ``POST /predict?wait`` blocks on.
 
-Workers announce each finished job on its channel (``common.jobs.done_channel``);
-one pattern subscription per API process feeds every waiting request.
+Workers announce the photos an API process waits for on that process's own reply
+channel, a batch's outcomes in one notice; other finished jobs on their own channel
+(``common.jobs.done_channel``). One subscription per API process feeds every
+waiting request.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.jobs import JobStore, done_channel
+from common.jobs import JobStore, done_channel, reply_channel
 
 
 class JobWaiter:
@@ -28,28 +30,34 @@ class JobWaiter:
 
     def __init__(self, jobs: JobStore) -> None:
         self.jobs = jobs
+        # Name this channel in a job's message and its outcome comes here.
+        self.reply_channel = reply_channel()
         self._waiters: dict[str, list[_Expectation]] = {}
         self._lock = threading.Lock()
         pubsub = jobs.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.psubscribe(**{done_channel("*"): self._on_message})
-        # Read the subscribe confirmation now, so no publish after this returns is missed.
-        pubsub.get_message(timeout=5)
+        pubsub.psubscribe(**{done_channel("*"): self._on_done})
+        pubsub.subscribe(**{self.reply_channel: self._on_replies})
+        # Read the subscribe confirmations now, so no publish after this returns is missed.
+        for _ in range(2):
+            pubsub.get_message(timeout=5)
         self._thread = pubsub.run_in_thread(
             sleep_time=1.0, daemon=True, exception_handler=self._on_error
         )
 
-    def _on_message(self, message: dict[str, Any]) -> None:
-        job_id = message["channel"].decode().split(":")[2]
+    def _on_done(self, message: dict[str, Any]) -> None:
+        """One job's notice on its own channel."""
+        self._wake(message["channel"].decode().split(":")[2], _decoded(message["data"]))
+
+    def _on_replies(self, message: dict[str, Any]) -> None:
+        """Outcomes by job id, of a batch's jobs that this process waits for."""
+        for job_id, outcome in _decoded(message["data"]).items():
+            self._wake(job_id, outcome if isinstance(outcome, dict) else {})
+
+    def _wake(self, job_id: str, outcome: dict[str, Any]) -> None:
         with self._lock:
             expectations = list(self._waiters.get(job_id, ()))
-        if not expectations:
-            return
-        try:
-            outcome = json.loads(message["data"])
-        except ValueError:  # not an outcome: read the record instead
-            outcome = {}
         for expectation in expectations:
-            expectation.outcome = outcome if isinstance(outcome, dict) else {}
+            expectation.outcome = outcome
             expectation.event.set()
 
     @staticmethod
@@ -83,6 +91,15 @@ class JobWaiter:
                 expectations.remove(expectation)
                 if not expectations:
                     del self._waiters[job_id]
+
+
+def _decoded(data: bytes) -> dict[str, Any]:
+    """A notice's JSON object; anything else wakes with no outcome (the record is read)."""
+    try:
+        decoded = json.loads(data)
+    except ValueError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
 
 
 @dataclass

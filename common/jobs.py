@@ -34,6 +34,11 @@ def _key(job_id: str) -> str:
     return f"ecosnap:job:{job_id}"
 
 
+def reply_channel() -> str:
+    """A new channel on which one API process hears of its own jobs' outcomes."""
+    return f"ecosnap:replies:{uuid.uuid4().hex}"
+
+
 def done_channel(job_id: str) -> str:
     """Where the finish of ``job_id`` is announced; ``*`` for a pattern of every job."""
     return f"ecosnap:job:{job_id}:done"
@@ -161,21 +166,35 @@ class JobStore:
         self,
         results: dict[str, dict[str, Any]],
         errors: dict[str, dict[str, str]],
+        replies: dict[str, str] | None = None,
     ) -> None:
-        """Record a batch's outcomes in one round trip and wake their waiters."""
+        """Record a batch's outcomes in one round trip and wake their waiters.
+
+        A job with a reply channel in ``replies`` (the channel of the API process
+        that waits for it) is announced there, in one notice per channel for the
+        whole batch; any other on its own ``done_channel``. The outcome travels with
+        the notice, so a waiting request needs no read. Outcomes are encoded once and
+        spliced into the notices: this runs for every photo.
+        """
         now = utc_now()
+        replies = replies or {}
         outcomes = [(i, "succeeded", "result", r) for i, r in results.items()] + [
             (i, "failed", "error", e) for i, e in errors.items()
         ]
+        notices: dict[str, list[str]] = {}
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id, status, field_name, value in outcomes:
+                encoded = json.dumps(value)
                 pipe.hset(
                     _key(job_id),
-                    mapping={"status": status, field_name: json.dumps(value), "finished_at": now},
+                    mapping={"status": status, field_name: encoded, "finished_at": now},
                 )
                 pipe.expire(_key(job_id), self.ttl_s)
-                # The outcome travels with the notice: a waiting request needs no read.
-                pipe.publish(
-                    done_channel(job_id), json.dumps({"status": status, field_name: value})
-                )
+                outcome = f'{{"status": "{status}", "{field_name}": {encoded}}}'
+                if job_id in replies:
+                    notices.setdefault(replies[job_id], []).append(f'"{job_id}": {outcome}')
+                else:
+                    pipe.publish(done_channel(job_id), outcome)
+            for channel, entries in notices.items():
+                pipe.publish(channel, "{" + ", ".join(entries) + "}")
             pipe.execute()

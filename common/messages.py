@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from functools import cache
 from types import UnionType
 from typing import Any, ClassVar, Protocol, Self, Union, get_args, get_origin, get_type_hints
 
@@ -52,10 +53,16 @@ class Fields:
         return f"The {cls.__name__} record"
 
     @classmethod
+    @cache
+    def expected_fields(cls) -> dict[str, Any]:
+        """Each field's type, resolved once: every photo of every message is checked."""
+        hints = get_type_hints(cls)
+        return {field.name: hints[field.name] for field in fields(cls)}
+
+    @classmethod
     def received(cls, args: Sequence[Any], kwargs: dict[str, Any]) -> Self:
         """What a worker was handed; anything but exactly our fields is refused."""
-        hints = get_type_hints(cls)
-        expected = {field.name: hints[field.name] for field in fields(cls)}
+        expected = cls.expected_fields()
         problems = []
         if args:
             problems.append(f"{len(args)} positional arguments")
@@ -96,12 +103,14 @@ def _matches(value: Any, hint: Any) -> bool:
 
 @dataclass(frozen=True)
 class Photo(Fields):
-    """One photo of a ``Predict`` message: its job, where it is stored, how to answer."""
+    """One photo of a ``Predict`` message: its job, where it is stored, how to answer,
+    and the reply channel of the API process waiting for it ("" if none waits)."""
 
     job_id: str
     image_key: str
     image_url: str
     lang: str
+    reply_to: str
 
     @classmethod
     def described(cls) -> str:

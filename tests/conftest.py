@@ -36,7 +36,13 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def settings(redis_url: str, tmp_path: Path) -> Settings:
-    return Settings(redis_url=redis_url, var_dir=tmp_path, model_path=DEFAULT_MODEL_PATH)
+    """An in-process app's settings: a Redis database no test stack's worker consumes,
+    so what the app enqueues stays queued for the test to see."""
+    return Settings(
+        redis_url=redis_url.rsplit("/", 1)[0] + "/8",
+        var_dir=tmp_path,
+        model_path=DEFAULT_MODEL_PATH,
+    )
 
 
 @pytest.fixture

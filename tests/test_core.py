@@ -66,9 +66,8 @@ def queued(jobs: JobStore, storage: LocalStorage, data: bytes | None = None, **f
     """A queued job's photo as a message carries it (``data`` None: no stored file)."""
     key = storage.save(data, "jpg", "image/jpeg") if data is not None else "uploads/" + "0" * 32
     job_id = jobs.create("predict")
-    return {"job_id": job_id, "image_key": key, "image_url": f"http://h/{key}", "lang": "id"} | (
-        fields
-    )
+    sent = {"job_id": job_id, "image_key": key, "image_url": f"http://h/{key}", "lang": "id"}
+    return sent | {"reply_to": ""} | fields
 
 
 def message(*photos: dict):

@@ -1,5 +1,6 @@
 """Job records and waiting, on a real Redis."""
 
+import json
 import threading
 from contextlib import ExitStack
 
@@ -60,3 +61,24 @@ def test_an_expectation_times_out_and_a_status_only_notice_reads_the_record(jobs
         assert jobs.cancel(evaluation)
         record = wait(20)
     assert record["status"] == "cancelled" and record["kind"] == "evaluate"
+
+
+def test_a_batch_is_announced_once_on_the_reply_channel_of_the_waiting_process(jobs):
+    waiter = JobWaiter(jobs)
+    listener = jobs.redis.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(waiter.reply_channel)
+    listener.get_message(timeout=5)
+    ok, bad = jobs.create("predict"), jobs.create("predict")
+    with waiter.expect(ok) as wait_ok, waiter.expect(bad) as wait_bad:
+        replies = dict.fromkeys((ok, bad), waiter.reply_channel)
+        jobs.finish({ok: {"label": "Kaca"}}, {bad: {"code": "corrupt_image", "message": "m"}},
+                    replies)  # fmt: skip
+        assert wait_ok(20) == {"status": "succeeded", "result": {"label": "Kaca"}}
+        assert wait_bad(20)["error"]["code"] == "corrupt_image"
+    notices = []
+    while (notice := listener.get_message(timeout=0.5)) is not None:
+        notices.append(json.loads(notice["data"]))
+    assert notices == [{ok: {"status": "succeeded", "result": {"label": "Kaca"}},
+                        bad: {"status": "failed", "error": {"code": "corrupt_image",
+                                                            "message": "m"}}}]  # fmt: skip
+    assert jobs.get(bad)["status"] == "failed"  # the records are written as before

@@ -25,7 +25,7 @@ class RecordingSender:
 
 def test_a_message_travels_as_its_fields_and_comes_back_equal():
     sender = RecordingSender()
-    photo = Photo(job_id="j" * 32, image_key="uploads/a.jpg", image_url="http://h/a.jpg", lang="en")
+    photo = Photo("j" * 32, "uploads/a.jpg", "http://h/a.jpg", lang="en", reply_to="ecosnap:r")
     Predict.of([photo, photo]).send(sender)
     [(name, kwargs, task_id)] = sender.sent
     assert (name, task_id) == ("ecosnap.predict", None)
@@ -41,14 +41,14 @@ def test_chunks_name_their_job_and_carry_items_as_lists():
                             "uploads/d.zip", "items": [["Kaca/a.jpg", 0]]}, None)]  # fmt: skip
 
 
-PHOTO = {"job_id": "j", "image_key": "k", "image_url": "u", "lang": "id"}
+PHOTO = {"job_id": "j", "image_key": "k", "image_url": "u", "lang": "id", "reply_to": ""}
 
 
 @pytest.mark.parametrize(
     ("record", "args", "kwargs", "said"),
     [
         (Photo, (), PHOTO | {"lang": None}, "lang is NoneType"),
-        (Photo, (), {"job_id": "j", "image_key": "k", "image_url": "u"}, "missing lang"),
+        (Photo, (), {k: v for k, v in PHOTO.items() if k != "lang"}, "missing lang"),
         (Photo, (), PHOTO | {"size": 3}, "unexpected size"),
         (Predict, ([PHOTO],), {}, "1 positional arguments"),
         (Predict, (), {"photos": PHOTO}, "photos is dict"),

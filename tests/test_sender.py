@@ -36,7 +36,9 @@ def jobs(redis_url):
 
 
 def a_photo() -> Photo:
-    return Photo(job_id=new_job_id(), image_key="uploads/x.jpg", image_url="u", lang="id")
+    return Photo(
+        job_id=new_job_id(), image_key="uploads/x.jpg", image_url="u", lang="id", reply_to=""
+    )
 
 
 def test_photos_that_arrive_while_a_group_is_sent_travel_together(jobs):

@@ -152,5 +152,6 @@ def answer_batch(
     except Exception:
         jobs.finish({}, dict.fromkeys([photo.job_id for photo in photos], WORKER_ERROR) | refused)
         raise
-    jobs.finish(results, errors | refused)
+    replies = {photo.job_id: photo.reply_to for photo in photos if photo.reply_to}
+    jobs.finish(results, errors | refused, replies)
     count_batch(jobs.redis, len(photos) + len(refused))
