@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast lint demo-model clean
+.PHONY: run test test-fast lint demo-model bench bench-peers clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -34,5 +34,19 @@ demo-model: $(STAMP)
 	$(BIN)/ecosnap train var/demo-data --output models/default.h5 --epochs 25 --version demo-1 \
 		--description "Demo CNN trained on EcoSnap's procedurally drawn synthetic photos; not a model of real rubbish."
 
+# BentoML, the benchmark's batching peer, in its own environment: never a dependency
+# of the service (bench/peers/bentoml_service.py).
+PEERS := .venv-bentoml
+$(PEERS)/.installed-stamp: bench/peers/bentoml-requirements.lock
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --quiet --disable-pip-version-check -r bench/peers/bentoml-requirements.lock
+	touch $@
+
+bench-peers: $(PEERS)/.installed-stamp
+
+# The whole benchmark, peers included (see README, Performance).
+bench: $(STAMP) bench-peers
+	$(BIN)/python -m bench --eval-images 5000 --json var/bench.json
+
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) $(PEERS) var

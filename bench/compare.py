@@ -60,17 +60,20 @@ START_TIMEOUT_S = 300
 
 @dataclass
 class System:
-    """A running server: where to post photos and which processes are it."""
+    """A running server: where to post photos and which processes are it, by role
+    (EcoSnap's API, workers and Redis; one role ``server`` for a peer)."""
 
     name: str
     port: int
     path: str
-    processes: list[Any] = field(default_factory=list)
+    roles: dict[str, Any] = field(default_factory=dict)
     ready: Callable[[], bool] = lambda: True
 
+    def role_pids(self) -> dict[str, list[int]]:
+        return {role: [p.pid, *descendants(p.pid)] for role, p in self.roles.items()}
+
     def pids(self) -> list[int]:
-        roots = [process.pid for process in self.processes]
-        return roots + [pid for root in roots for pid in descendants(root)]
+        return [pid for pids in self.role_pids().values() for pid in pids]
 
 
 def build_model(name: str, folder: Path) -> Path:
@@ -103,8 +106,13 @@ def onnx_of(model_path: Path, cache_dir: Path) -> Path:
     return path
 
 
-def limit_cpu_ms(model_path: Path, cache_dir: Path, photos: list[bytes], batch: int) -> float:
-    """CPU per photo of decoding and batched inference in this process: no server at all."""
+def in_process(model_path: Path, cache_dir: Path, photos: list[bytes], batch: int) -> dict:
+    """What no server can beat: decoding and inference in this process, batched and not.
+
+    ``limit_cpu_ms_per_photo`` decodes on the worker's threads and infers ``batch``
+    images per call, as the EcoSnap worker does; the inference times per image at
+    batch 1 and at ``batch`` show what batching itself saves with this model here.
+    """
     runtime = accelerate(load_runtime(model_path), cache_dir)
 
     def run() -> None:
@@ -112,8 +120,18 @@ def limit_cpu_ms(model_path: Path, cache_dir: Path, photos: list[bytes], batch: 
             readers = [lambda data=data: data for data in photos[start : start + batch]]
             runtime.predict(np.stack(list(prepare_each(readers, runtime.metadata, 10**9))))
 
+    def inference_cpu_ms(size: int) -> float:
+        images = np.stack(list(prepare_each([lambda: photos[0]] * size, runtime.metadata, 10**9)))
+        calls = max(1, 256 // size)
+        return cpu_ms_per_request({}, lambda: [runtime.predict(images) for _ in range(calls)],
+                                  calls * size)["bench"]  # fmt: skip
+
     run()
-    return cpu_ms_per_request({}, run, len(photos))["bench"]
+    return {
+        "limit_cpu_ms_per_photo": cpu_ms_per_request({}, run, len(photos))["bench"],
+        "inference_cpu_ms_per_image_batch_1": inference_cpu_ms(1),
+        f"inference_cpu_ms_per_image_batch_{batch}": inference_cpu_ms(batch),
+    }
 
 
 def start_ecosnap(model_path: Path, var_dir: Path) -> System:
@@ -122,7 +140,10 @@ def start_ecosnap(model_path: Path, var_dir: Path) -> System:
     port = free_port()
     workers = start_workers(env, var_dir)
     api = start_api(env, port, log_path=var_dir / "api.log")
-    system = System("ecosnap", port, "/predict?wait=30", [redis_process, *workers, api])
+    predict_worker, evaluate_worker = workers
+    roles = {"redis": redis_process, "predict_worker": predict_worker,
+             "evaluate_worker": evaluate_worker, "api": api}  # fmt: skip
+    system = System("ecosnap", port, "/predict?wait=30", roles)
 
     def ready() -> bool:
         return (
@@ -148,7 +169,7 @@ def start_flask(model_path: Path, onnx_path: Path, var_dir: Path) -> System:
     port = free_port()
     server = start_api(peer_env(model_path, onnx_path), port, log_path=var_dir / "flask.log",
                        app="bench.peers.flask_onnx:app")  # fmt: skip
-    system = System("flask", port, "/predict", [server])
+    system = System("flask", port, "/predict", {"server": server})
     system.ready = lambda: (
         http_ok(f"http://127.0.0.1:{port}/health") and len(descendants(server.pid)) == API_PROCESSES
     )
@@ -163,7 +184,7 @@ def start_bentoml(model_path: Path, onnx_path: Path, var_dir: Path) -> System:
     }
     command = [str(BENTOML), "serve", "bench.peers.bentoml_service:Classifier", "--port", str(port)]
     server = spawn(command, env, var_dir / "bentoml.log")
-    system = System("bentoml", port, "/predict", [server])
+    system = System("bentoml", port, "/predict", {"server": server})
     system.ready = lambda: http_ok(f"http://127.0.0.1:{port}/readyz")
     return system
 
@@ -172,7 +193,7 @@ def measure(system: System, photos: list[bytes], clients: int, single: int) -> d
     """Throughput and server CPU per photo under ``clients``, then one client's latency."""
     with Clients(system.port, photos, clients, system.path) as load:
         load.run(clients * 2)
-        roles = {"server": system.pids()}
+        roles = system.role_pids()
         timed: dict[str, float] = {}
 
         def run() -> None:
@@ -185,10 +206,12 @@ def measure(system: System, photos: list[bytes], clients: int, single: int) -> d
         for index in range(10):
             lone.post(index)
         latencies = sorted(lone.post(index) for index in range(single))
+    client = cpu.pop("bench")
     return {
         "images_per_s": len(photos) / timed["s"],
-        "server_cpu_ms_per_photo": cpu["server"],
-        "client_cpu_ms_per_photo": cpu["bench"],
+        "server_cpu_ms_per_photo": sum(cpu.values()),
+        **({f"cpu_ms_per_photo_{role}": ms for role, ms in cpu.items()} if len(cpu) > 1 else {}),
+        "client_cpu_ms_per_photo": client,
         "p50_ms_1client": statistics.median(latencies),
         "p95_ms_1client": latencies[int(0.95 * (len(latencies) - 1))],
     }
@@ -202,7 +225,7 @@ def compare_model(
         model_path = build_model(model, var_dir)
         cache_dir = var_dir / "model-cache"
         onnx_path = onnx_of(model_path, cache_dir)
-        limit = limit_cpu_ms(model_path, cache_dir, photos, 32)
+        pipeline = in_process(model_path, cache_dir, photos, 32)
         starters = {
             "ecosnap": lambda: start_ecosnap(model_path, var_dir),
             "flask": lambda: start_flask(model_path, onnx_path, var_dir),
@@ -223,9 +246,9 @@ def compare_model(
             processes = {s.name: len(s.pids()) for s in running}
         finally:
             for system in running:
-                for process in reversed(system.processes):
+                for process in reversed(system.roles.values()):
                     stop(process)
-    return summarise(per_round, rss, processes, limit)
+    return pipeline | summarise(per_round, rss, processes, pipeline["limit_cpu_ms_per_photo"])
 
 
 def summarise(
@@ -241,7 +264,7 @@ def summarise(
         | {"rss_mb": rss[name], "processes": processes[name]}
         for name in names
     }
-    result: dict[str, Any] = {"limit_cpu_ms_per_photo": limit, "systems": medians}
+    result: dict[str, Any] = {"systems": medians}
     if "ecosnap" in names:
         result["ecosnap_cpu_ms_above_limit"] = medians["ecosnap"]["server_cpu_ms_per_photo"] - limit
         for peer in (name for name in names if name != "ecosnap"):
