@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 from celery import Celery
 
-from worker.batching import CHECKED_CELERY_BATCHES, PhotoBatches
+from worker.batching import CHECKED_CELERY_BATCHES, Burst, PhotoBatches
 
 
 def test_the_installed_celery_batches_is_the_release_answer_held_was_checked_against():
@@ -47,3 +47,18 @@ def test_answer_held_runs_the_buffered_photos_as_one_batch_at_once():
     assert batches == [["a", "b", "c"]]
     assert acknowledged == ["a", "b", "c"]
     assert gather._buffer.empty()
+
+
+def test_a_burst_is_complete_once_the_messages_counted_in_the_broker_have_arrived():
+    asked = []
+
+    def waiting(count: int):
+        return lambda: asked.append(count) or count
+
+    alone = Burst()
+    assert alone.complete(1, waiting(0))  # nothing else waits: run it now
+    burst = Burst()
+    assert not burst.complete(1, waiting(2))
+    assert not burst.complete(2, waiting(99))  # the broker is asked once per batch
+    assert burst.complete(3, waiting(99))
+    assert asked == [0, 2]

@@ -14,7 +14,7 @@ from common.messages import Predict
 from common.model_metadata import ModelMetadata, file_sha256
 from common.processes import wait_until
 from common.settings import DEFAULT_MODEL_PATH, Settings
-from tests.conftest import damaged_png, photo
+from tests.conftest import damaged_png, photo, run_stack
 from worker.celery import celery_config
 
 TIMEOUT = 60
@@ -158,3 +158,19 @@ def test_damage_inside_a_whole_photo_fails_its_job_with_corrupt_image(stack):
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "corrupt_image"
     assert predict(stack, photo()).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def slow_timer_stack(redis_url, tmp_path_factory):
+    """A stack whose batch timer would hold a photo for a minute."""
+    yield from run_stack(
+        redis_url.rsplit("/", 1)[0] + "/5",
+        tmp_path_factory.mktemp("slow-timer"),
+        {"BATCH_MAX_WAIT_MS": "60000"},
+    )
+
+
+def test_a_lone_photo_does_not_wait_for_the_batch_timer(slow_timer_stack):
+    for seed in range(3):
+        response = predict(slow_timer_stack, photo(seed=seed), "?wait=20")
+        assert response.status_code == 200, response.text

@@ -30,10 +30,10 @@ class PhotoBatches(Batches):
     A worker that consumes both queues runs an evaluation chunk or a model
     validation on its consumer thread (solo pool), where the batch buffer lives: the
     photos already received would wait for that whole task, then for the flush
-    timer. celery-batches has no public call for "flush now"; its timer callback
-    ``_do_flush`` is exactly that (it takes every buffered request whose ETA has
-    passed and hands them to the pool as one batch), so this is the one place that
-    calls it.
+    timer. And a lone photo should not wait for that timer at all. celery-batches
+    has no public call for "flush now"; its timer callback ``_do_flush`` is exactly
+    that (it takes every buffered request whose ETA has passed and hands them to the
+    pool as one batch), so this class is the one place that calls it.
     """
 
     abstract = True
@@ -65,9 +65,9 @@ class PhotoBatches(Batches):
 
 
 class Burst:
-    """Tells when the photos received so far are all that is waiting.
+    """Tells when the messages received so far are all that is waiting.
 
-    At the first photo of a batch the broker is asked once how many more wait in
+    At the first message of a batch the broker is asked once how many more wait in
     the queue; the batch is complete when that many more have arrived (or none
     wait). Another worker may take some of them: the batch timer then ends the wait.
     """
@@ -76,7 +76,7 @@ class Burst:
         self.expected = 0
 
     def complete(self, held: int, waiting: Callable[[], int]) -> bool:
-        """Called after each photo is buffered; ``held`` photos are buffered now."""
+        """Called after each message is buffered; ``held`` messages are buffered now."""
         self.expected = waiting() if held == 1 else self.expected - 1
         return self.expected <= 0
 
