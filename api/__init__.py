@@ -19,11 +19,13 @@ from common.storage import storage_from_settings
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Application factory; ``test_config`` may hold ``SETTINGS`` (a ``Settings``)."""
     from api import errors, evaluate, health, jobs, model_info, models, predict, uploads
+    from api.forms import Request
     from api.inputs import MULTIPART_OVERHEAD_BYTES
     from worker.celery import app as celery_app
     from worker.celery import celery_config
 
     app = Flask(__name__)
+    app.request_class = Request
     app.config.from_mapping(test_config or {})
     settings: Settings = app.config.setdefault("SETTINGS", Settings.from_env())
     if not settings.redis_url:
