@@ -35,7 +35,7 @@ from bench.load import Clients
 from bench.procfs import cpu_ms_per_request, descendants, memory_mb
 from common.heartbeat import live_workers
 from common.labels import CLASSES
-from common.model_metadata import ModelMetadata, file_sha256
+from common.model_metadata import ModelMetadata
 from common.processes import (
     API_PROCESSES,
     free_port,
@@ -88,12 +88,8 @@ def build_model(name: str, folder: Path) -> Path:
     )
     path = folder / "mobilenet_v2.h5"
     model.save(path)
-    ModelMetadata(
-        version="bench-mobilenet-v2",
-        description="MobileNetV2 (width 1.0, 128x128) with random weights, for the benchmark.",
-        file=path.name,
-        sha256=file_sha256(path),
-    ).write_for(path)
+    description = "MobileNetV2 (width 1.0, 128x128) with random weights, for the benchmark."
+    ModelMetadata.of_file(path, "bench-mobilenet-v2", description).write_for(path)
     return path
 
 

@@ -102,6 +102,12 @@ class ModelMetadata:
         )
 
     @classmethod
+    def of_file(cls, path: Path, version: str, description: str) -> ModelMetadata:
+        """Metadata for the model file at ``path``; name, sha256 and format are read off it."""
+        return cls(version=version, description=description, file=path.name,
+                   sha256=file_sha256(path), format=model_format(path))  # fmt: skip
+
+    @classmethod
     def for_model(cls, model_path: Path) -> ModelMetadata:
         """Read the metadata file that belongs to ``model_path``."""
         raw = json.loads(metadata_path_for(model_path).read_text())

@@ -16,7 +16,7 @@ from redis import Redis
 
 from common.jobs import JobStore, utc_now
 from common.labels import CLASSES
-from common.model_metadata import ModelMetadata, file_sha256, metadata_path_for
+from common.model_metadata import ModelMetadata, metadata_path_for
 from common.preprocessing import preprocess
 from common.processes import wait_until
 from common.settings import DEFAULT_MODEL_PATH
@@ -53,13 +53,8 @@ def second_model(tmp_path_factory):
     model.layers[-1].set_weights([kernel * 0.5, bias])
     path = tmp_path_factory.mktemp("model-b") / "b.keras"
     model.save(path)
-    ModelMetadata(
-        version="demo-2",
-        description="The demo CNN with flatter probabilities.",
-        file=path.name,
-        sha256=file_sha256(path),
-        format="keras",
-    ).write_for(path)
+    metadata = ModelMetadata.of_file(path, "demo-2", "The demo CNN with flatter probabilities.")
+    metadata.write_for(path)
     return path
 
 
