@@ -32,7 +32,7 @@ STATUS_BY_CODE = {
     "no_previous_version": 409,
 }
 # A job that failed for one of these failed through the service's fault, not its input.
-SERVICE_FAULTS = frozenset({WORKER_ERROR["code"], MalformedMessage("").code})
+SERVICE_FAULTS = frozenset({WORKER_ERROR["code"], MalformedMessage.CODE})
 
 
 class APIError(Refusal):

@@ -34,8 +34,10 @@ QUEUES = (PREDICT_QUEUE, EVALUATE_QUEUE)
 class MalformedMessage(Refusal):
     """A task message whose fields are not the ones its class defines."""
 
+    CODE = "malformed_message"
+
     def __init__(self, message: str) -> None:
-        super().__init__("malformed_message", message)
+        super().__init__(self.CODE, message)
 
 
 class TaskSender(Protocol):

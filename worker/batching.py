@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery_batches import Batches
-from redis import Redis
+from redis import Redis, RedisError
 
 from common.messages import Predict
 from common.settings import Settings
@@ -53,10 +53,14 @@ class PhotoBatches(Batches):
         return handle
 
     def _waiting_in_broker(self) -> int:
-        """Messages of this task's queue not yet handed to any worker."""
+        """Messages of this task's queue not yet handed to any worker; none if the
+        broker cannot say (the photos held are answered rather than kept waiting)."""
         if self._broker is None:
-            self._broker = Redis.from_url(self.app.conf.broker_url)
-        return self._broker.llen(Predict.queue)
+            self._broker = Redis.from_url(self.app.conf.broker_url, socket_timeout=1)
+        try:
+            return self._broker.llen(Predict.queue)
+        except RedisError:
+            return 0
 
     def answer_held(self) -> None:
         """Run the photos received so far as one batch, now, if there are any."""
