@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, current_app, jsonify, request
+from kombu.exceptions import OperationalError
+from redis import RedisError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from common.errors import Refusal
@@ -33,6 +35,8 @@ STATUS_BY_CODE = {
 }
 # A job that failed for one of these failed through the service's fault, not its input.
 SERVICE_FAULTS = frozenset({WORKER_ERROR["code"], MalformedMessage.CODE})
+# What a client is told to wait before it tries again while Redis or the broker is down.
+RETRY_AFTER_S = 5
 
 
 class APIError(Refusal):
@@ -73,6 +77,16 @@ def register(app: Flask) -> None:
     def refused(exc: Refusal):
         extra = exc.extra if isinstance(exc, APIError) else {}
         return error_response(http_status(exc), exc.code, exc.message, **extra)
+
+    @app.errorhandler(RedisError)
+    @app.errorhandler(OperationalError)
+    def unavailable(exc: Exception):
+        log.warning("Redis or the broker is unavailable: %s", exc)
+        response, status = error_response(
+            503, "unavailable", "The job store or the queue is unavailable; try again shortly."
+        )
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response, status
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: RequestEntityTooLarge):

@@ -72,6 +72,52 @@ class JobStore:
             """
         )
 
+        self._start = redis.register_script(
+            """
+            local moved = {}
+            for index, key in ipairs(KEYS) do
+                local status = redis.call('HGET', key, 'status')
+                if status == 'queued' or status == 'running' then
+                    redis.call('HSET', key, 'status', 'running', 'started_at', ARGV[1])
+                    table.insert(moved, index)
+                end
+            end
+            return moved
+            """
+        )
+        # ARGV: now, ttl, then per job: id, status, field, JSON value, reply channel
+        # ("" for none), its own channel.
+        self._finish = redis.register_script(
+            """
+            local notices, channels = {}, {}
+            for index, key in ipairs(KEYS) do
+                local at = 2 + (index - 1) * 6
+                local job_id, status, field = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+                local value, reply, own = ARGV[at + 4], ARGV[at + 5], ARGV[at + 6]
+                local current = redis.call('HGET', key, 'status')
+                if current == 'queued' or current == 'running' then
+                    redis.call('HSET', key, 'status', status, field, value, 'finished_at', ARGV[1])
+                    redis.call('EXPIRE', key, ARGV[2])
+                    local outcome = '{"status": "' .. status .. '", "' .. field .. '": '
+                        .. value .. '}'
+                    if reply == '' then
+                        redis.call('PUBLISH', own, outcome)
+                    else
+                        if not notices[reply] then
+                            notices[reply] = {}
+                            table.insert(channels, reply)
+                        end
+                        table.insert(notices[reply], '"' .. job_id .. '": ' .. outcome)
+                    end
+                end
+            end
+            for _, channel in ipairs(channels) do
+                redis.call('PUBLISH', channel, '{' .. table.concat(notices[channel], ', ') .. '}')
+            end
+            return #channels
+            """
+        )
+
     def create(self, kind: str, **fields: str) -> str:
         job_id = new_job_id()
         self.create_all(kind, {job_id: fields})
@@ -155,12 +201,18 @@ class JobStore:
     def get_blob(self, job_id: str, name: str) -> bytes | None:
         return self.redis.get(f"{_key(job_id)}:{name}") if JOB_ID_PATTERN.match(job_id) else None
 
-    def mark_running(self, job_ids: list[str]) -> None:
-        now = utc_now()
-        with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hset(_key(job_id), mapping={"status": "running", "started_at": now})
-            pipe.execute()
+    def mark_running(self, job_ids: list[str]) -> list[str]:
+        """Move these jobs to ``running``; returns those that may run.
+
+        A job runs when it is queued, or running already (its message came back after
+        a worker died holding it). A finished job is never run again, and one whose
+        record is gone (expired) is not run at all: a redelivered message for either
+        is dropped.
+        """
+        if not job_ids:
+            return []
+        moved = self._start(keys=[_key(job_id) for job_id in job_ids], args=[utc_now()])
+        return [job_ids[index - 1] for index in moved]
 
     def finish(
         self,
@@ -170,31 +222,22 @@ class JobStore:
     ) -> None:
         """Record a batch's outcomes in one round trip and wake their waiters.
 
-        A job with a reply channel in ``replies`` (the channel of the API process
-        that waits for it) is announced there, in one notice per channel for the
-        whole batch; any other on its own ``done_channel``. The outcome travels with
-        the notice, so a waiting request needs no read. Outcomes are encoded once and
-        spliced into the notices: this runs for every photo.
+        Only a job still queued or running gets an outcome: one that has finished
+        keeps its first outcome and is announced once. A job with a reply channel in
+        ``replies`` (the channel of the API process that waits for it) is announced
+        there, in one notice per channel for the whole batch; any other on its own
+        ``done_channel``. The outcome travels with the notice, so a waiting request
+        needs no read. Outcomes are encoded once and spliced into the notices: this
+        runs for every photo.
         """
-        now = utc_now()
         replies = replies or {}
         outcomes = [(i, "succeeded", "result", r) for i, r in results.items()] + [
             (i, "failed", "error", e) for i, e in errors.items()
         ]
-        notices: dict[str, list[str]] = {}
-        with self.redis.pipeline(transaction=False) as pipe:
-            for job_id, status, field_name, value in outcomes:
-                encoded = json.dumps(value)
-                pipe.hset(
-                    _key(job_id),
-                    mapping={"status": status, field_name: encoded, "finished_at": now},
-                )
-                pipe.expire(_key(job_id), self.ttl_s)
-                outcome = f'{{"status": "{status}", "{field_name}": {encoded}}}'
-                if job_id in replies:
-                    notices.setdefault(replies[job_id], []).append(f'"{job_id}": {outcome}')
-                else:
-                    pipe.publish(done_channel(job_id), outcome)
-            for channel, entries in notices.items():
-                pipe.publish(channel, "{" + ", ".join(entries) + "}")
-            pipe.execute()
+        if not outcomes:
+            return
+        args: list[Any] = [utc_now(), self.ttl_s]
+        for job_id, status, field_name, value in outcomes:
+            channel = replies.get(job_id, "")
+            args += [job_id, status, field_name, json.dumps(value), channel, done_channel(job_id)]
+        self._finish(keys=[_key(job_id) for job_id, *_ in outcomes], args=args)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from api import create_app, services
+from common.processes import free_port
 from tests.conftest import encoded, photo
 
 
@@ -141,3 +142,16 @@ def test_service_keeps_serving_after_bad_input(client):
     job = client.get(f"/jobs/{body['job_id']}").get_json()
     assert job["kind"] == "predict" and job["status"] == "queued"
     assert job["created_at"] and job["finished_at"] is None
+
+
+def test_requests_while_redis_is_down_get_a_503_with_retry_after(settings):
+    """Redis (the job store and the broker) does not answer: a JSON 503, at once."""
+    down = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    client = create_app({"TESTING": True, "SETTINGS": down}).test_client()
+    for response in (
+        post_file(client, photo(), query="?wait=5"),
+        post_file(client, photo()),
+        client.get(f"/jobs/{'a' * 32}"),
+    ):
+        assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+        assert response.get_json()["error"]["code"] == "unavailable"

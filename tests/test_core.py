@@ -100,6 +100,17 @@ def test_the_model_sees_at_most_a_batch_of_images_per_call(jobs, storage):
     assert {jobs.get(p["job_id"])["status"] for p in photos} == {"succeeded"}
 
 
+def test_a_photo_whose_job_has_finished_is_dropped_not_run_again(jobs, storage):
+    """Its message came back (a redelivery): the first answer stands."""
+    done, fresh = queued(jobs, storage, photo(seed=1)), queued(jobs, storage, photo(seed=2))
+    jobs.finish({done["job_id"]: {"label": "Kaca"}}, {})
+    runtime = StubRuntime()
+    answer_batch([message(done, fresh)], runtime, storage, jobs, PIXELS, 32)
+    assert runtime.batches == [1]
+    assert jobs.get(done["job_id"])["result"] == {"label": "Kaca"}
+    assert jobs.get(fresh["job_id"])["result"]["label"] == PREDICTED
+
+
 def test_an_empty_batch_calls_no_model(storage):
     runtime = StubRuntime()
     assert classify([], runtime, storage, PIXELS, 32) == ({}, {})

@@ -82,3 +82,19 @@ def test_a_batch_is_announced_once_on_the_reply_channel_of_the_waiting_process(j
                         bad: {"status": "failed", "error": {"code": "corrupt_image",
                                                             "message": "m"}}}]  # fmt: skip
     assert jobs.get(bad)["status"] == "failed"  # the records are written as before
+
+
+def test_only_queued_or_running_jobs_run_and_a_finished_one_keeps_its_outcome(jobs):
+    queued, running, done = (jobs.create("predict") for _ in range(3))
+    jobs.mark_running([running])
+    jobs.finish({done: {"label": "Kaca"}}, {})
+    gone = "f" * 32  # expired: no record
+    # A message delivered again after a worker died runs again; a finished job never.
+    assert jobs.mark_running([queued, done, running, gone]) == [queued, running]
+    assert jobs.get(done)["status"] == "succeeded" and not jobs.redis.exists(f"ecosnap:job:{gone}")
+    listener = jobs.redis.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(f"ecosnap:job:{done}:done")
+    listener.get_message(timeout=5)
+    jobs.finish({}, {done: {"code": "worker_error", "message": "late"}})
+    assert jobs.get(done)["result"] == {"label": "Kaca"} and "error" not in jobs.get(done)
+    assert listener.get_message(timeout=0.5) is None  # announced once, not again

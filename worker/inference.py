@@ -140,18 +140,21 @@ def answer_batch(
 ) -> None:
     """Classify the photos of a batch of messages and record every job's outcome.
 
-    Every job of the batch ends, whatever happens: a malformed photo fails its own
-    job; a failure of the job store, the storage or the model fails them all with
-    ``worker_error`` (so no waiting client waits out its timeout), and then
-    propagates for Celery to log.
+    Every job of the batch ends once, whatever happens: a malformed photo fails its
+    own job; a failure of the job store, the storage or the model fails them all
+    with ``worker_error`` (so no waiting client waits out its timeout), and then
+    propagates for Celery to log. A photo whose job has already finished (its
+    message delivered again) is dropped, never run or answered a second time.
     """
     photos, refused = received_photos(deliveries)
+    replies = {photo.job_id: photo.reply_to for photo in photos if photo.reply_to}
     try:
-        jobs.mark_running([photo.job_id for photo in photos])
+        runnable = set(jobs.mark_running([photo.job_id for photo in photos]))
+        photos = [photo for photo in photos if photo.job_id in runnable]
         results, errors = classify(photos, runtime, storage, max_pixels, batch_size)
     except Exception:
-        jobs.finish({}, dict.fromkeys([photo.job_id for photo in photos], WORKER_ERROR) | refused)
+        failed = dict.fromkeys([photo.job_id for photo in photos], WORKER_ERROR)
+        jobs.finish({}, failed | refused, replies)
         raise
-    replies = {photo.job_id: photo.reply_to for photo in photos if photo.reply_to}
     jobs.finish(results, errors | refused, replies)
     count_batch(jobs.redis, len(photos) + len(refused))
