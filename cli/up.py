@@ -1,4 +1,5 @@
-"""``ecosnap up``: Redis (private unless ``REDIS_URL`` is set), the workers and the API."""
+"""``ecosnap up``: Redis (private unless ``REDIS_URL`` is set), the workers and the API,
+each started again when it dies."""
 
 from __future__ import annotations
 
@@ -6,16 +7,65 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from common.processes import http_ok, start_api, start_redis, start_workers, stop, wait_until
+from common.processes import (
+    free_port,
+    http_ok,
+    start_api,
+    start_evaluate_worker,
+    start_predict_worker,
+    start_redis,
+    stop,
+    wait_until,
+)
 from common.settings import Settings
+
+# Seconds before the 1st, 2nd, ... restart of a process that keeps dying.
+RESTART_DELAYS_S = (1, 2, 4, 8, 16, 30)
+# A process that ran this long starts its delays over when it dies.
+STABLE_S = 60.0
+
+
+@dataclass
+class Supervised:
+    """One process of the stack, and how to start it again when it dies."""
+
+    name: str
+    start: Callable[[], subprocess.Popen]
+    process: subprocess.Popen = field(init=False)
+    started_at: float = field(init=False)
+    failures: int = 0
+    restart_at: float | None = None
+
+    def __post_init__(self) -> None:
+        self.process = self.start()
+        self.started_at = time.monotonic()
+
+    def look_after(self) -> None:
+        """Notice a death, wait out its delay, start the process again."""
+        now = time.monotonic()
+        if self.process.poll() is None:
+            if now - self.started_at > STABLE_S:
+                self.failures = 0
+            return
+        if self.restart_at is None:
+            delay = RESTART_DELAYS_S[min(self.failures, len(RESTART_DELAYS_S) - 1)]
+            print(f"{self.name} exited with code {self.process.returncode}; "
+                  f"starting it again in {delay} s.", flush=True)  # fmt: skip
+            self.restart_at = now + delay
+        elif now >= self.restart_at:
+            self.process, self.started_at = self.start(), time.monotonic()
+            self.failures, self.restart_at = self.failures + 1, None
+            print(f"{self.name} started again (pid {self.process.pid}).", flush=True)
 
 
 def up(port: int, startup_timeout_s: float = 180.0) -> int:
     settings = Settings.from_env()
     logs = settings.var_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    children: list[subprocess.Popen] = []
+    stack: list[Supervised] = []
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -27,12 +77,17 @@ def up(port: int, startup_timeout_s: float = 180.0) -> int:
     try:
         redis_url = settings.redis_url
         if redis_url is None:
-            redis_process, redis_url = start_redis(settings.var_dir / "redis")
-            children.append(redis_process)
-            print(f"Started a private Redis at {redis_url} (data in {settings.var_dir / 'redis'})")
+            redis_dir, redis_port = settings.var_dir / "redis", free_port()
+            # Started again on the same port and append-only file: nothing else changes.
+            stack.append(Supervised("Redis", lambda: start_redis(redis_dir, redis_port)[0]))
+            redis_url = f"redis://127.0.0.1:{redis_port}/0"
+            print(f"Started a private Redis at {redis_url} (data in {redis_dir})")
         env = {"REDIS_URL": redis_url, "ECOSNAP_VAR_DIR": str(settings.var_dir)}
-        children.extend(start_workers(env, logs))
-        children.append(start_api(env, port, log_path=logs / "api.log"))
+        stack += [
+            Supervised("The predict worker", lambda: start_predict_worker(env, logs)),
+            Supervised("The evaluate worker", lambda: start_evaluate_worker(env, logs)),
+            Supervised("The API", lambda: start_api(env, port, log_path=logs / "api.log")),
+        ]
         base_url = f"http://127.0.0.1:{port}"
         print(f"EcoSnap ML API at {base_url} (logs in {logs})")
         wait_until(
@@ -44,14 +99,13 @@ def up(port: int, startup_timeout_s: float = 180.0) -> int:
                 flush=True,
             )
         while not stopping:
-            if any(child.poll() is not None for child in children):
-                print("A process of the stack exited; stopping the rest. See the logs.")
-                return 1
+            for supervised in stack:
+                supervised.look_after()
             time.sleep(0.5)
         return 0
     finally:
-        for child in reversed(children):
-            stop(child)
+        for supervised in reversed(stack):
+            stop(supervised.process)
         print("Stopped.")
 
 

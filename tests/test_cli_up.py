@@ -5,9 +5,11 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import requests
 
+from bench.procfs import children
 from common.processes import free_port, http_ok, wait_until
 from common.settings import PROJECT_ROOT
 from tests.conftest import photo
@@ -15,7 +17,25 @@ from tests.test_evaluate import dataset_zip
 from tests.test_housekeeping import DAY_S, aged
 
 
-def test_up_starts_everything_and_stops_cleanly_on_sigterm(tmp_path):
+def child_running(parent: int, marker: str) -> int:
+    """The pid of the child of ``parent`` whose command line contains ``marker``."""
+    for pid in children(parent):
+        if marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+            return pid
+    raise LookupError(f"no child of {parent} runs {marker!r}")
+
+
+def predicts(base: str) -> bool:
+    try:
+        response = requests.post(
+            f"{base}/predict?wait=10", files={"file": ("p.jpg", photo())}, timeout=15
+        )
+    except requests.RequestException:
+        return False
+    return response.status_code == 200
+
+
+def test_up_starts_everything_restarts_what_dies_and_stops_cleanly_on_sigterm(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "GCS_BUCKET"}}
     env |= {"ECOSNAP_VAR_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
@@ -61,6 +81,13 @@ def test_up_starts_everything_and_stops_cleanly_on_sigterm(tmp_path):
         sweep_line = "Removed 1 stored files"
         assert sweep_line in (tmp_path / "logs" / "evaluate-worker.log").read_text()
         assert sweep_line not in (tmp_path / "logs" / "worker.log").read_text()
+        # A process that dies is started again; the stack goes on serving.
+        for name, marker in (("The predict worker", "predict@"), ("Redis", "redis-server")):
+            os.kill(child_running(process.pid, marker), signal.SIGKILL)
+            wait_until(lambda n=name: any(f"{n} started again" in line for line in lines),
+                       60, f"{name} started again", process)  # fmt: skip
+            wait_until(lambda: predicts(base), 120, f"a prediction after {name} died", process)
+        assert len(requests.get(f"{base}/health", timeout=5).json()["workers"]) == 2
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(60)
