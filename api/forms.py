@@ -17,6 +17,7 @@ from typing import IO, Any
 import flask
 import multipart
 from werkzeug.datastructures import FileStorage, Headers
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser as WerkzeugFormDataParser
 
 FAST_PARSE_MAX_BYTES = 16 * 1024 * 1024
@@ -45,17 +46,22 @@ class FormDataParser(WerkzeugFormDataParser):
             return super().parse(io.BytesIO(body), mimetype, content_length, options)
 
     def _parsed(self, body: bytes, boundary: str) -> tuple[Any, Any]:
+        # The body is in memory already: its parts stay there too (multipart would
+        # spool parts over 64 KB to temporary files).
         parser = multipart.MultipartParser(
             io.BytesIO(body),
             boundary,
             len(body),
             part_limit=self.max_form_parts or 1000,
-            memory_limit=self.max_form_memory_size or 64 * 1024 * 128,
+            spool_limit=len(body),
+            memory_limit=len(body),
             strict=True,
         )
         fields, files = [], []
         for part in parser:
             if part.filename is None:
+                if self.max_form_memory_size and part.size > self.max_form_memory_size:
+                    raise RequestEntityTooLarge()  # Werkzeug's limit on a field's size
                 fields.append((part.name, part.value))
             else:
                 upload = FileStorage(part.file, part.filename, part.name, part.content_type,

@@ -16,7 +16,9 @@ from common.settings import Settings
 from common.storage import Storage
 
 # The waiter and the sender start threads: made on first use, after gunicorn forks.
-_THREADS_LOCK = threading.Lock()
+# One lock each: the waiter's start talks to Redis, and must not hold up the sender.
+_WAITER_LOCK = threading.Lock()
+_SENDER_LOCK = threading.Lock()
 
 
 def settings() -> Settings:
@@ -38,7 +40,7 @@ def storage() -> Storage:
 def waiter() -> JobWaiter:
     """The process's ``JobWaiter``, started on first use (after gunicorn forks)."""
     services = current_app.extensions["ecosnap"]
-    with _THREADS_LOCK:
+    with _WAITER_LOCK:
         if "waiter" not in services:
             services["waiter"] = JobWaiter(services["jobs"])
     return services["waiter"]
@@ -47,7 +49,7 @@ def waiter() -> JobWaiter:
 def sender() -> PhotoSender:
     """The process's ``PhotoSender``, started on first use (after gunicorn forks)."""
     services = current_app.extensions["ecosnap"]
-    with _THREADS_LOCK:
+    with _SENDER_LOCK:
         if "sender" not in services:
             services["sender"] = PhotoSender(
                 services["jobs"], services["celery"], settings().batch_max_size

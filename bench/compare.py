@@ -48,7 +48,7 @@ from common.processes import (
     wait_until,
 )
 from common.settings import PROJECT_ROOT
-from worker.conversion import accelerate
+from worker.conversion import accelerate, cached_onnx
 from worker.inference import prepare_each
 from worker.runtime import load_runtime
 
@@ -96,7 +96,7 @@ def build_model(name: str, folder: Path) -> Path:
 def onnx_of(model_path: Path, cache_dir: Path) -> Path:
     """The ONNX file the EcoSnap worker will serve (converted once, checked for parity)."""
     runtime = accelerate(load_runtime(model_path), cache_dir)
-    path = cache_dir / f"{runtime.metadata.sha256}.onnx"
+    path = cached_onnx(cache_dir, runtime.metadata.sha256)
     if not path.exists():
         raise RuntimeError(f"{model_path.name} did not convert to ONNX; see the log above.")
     return path

@@ -83,11 +83,10 @@ def up(port: int, startup_timeout_s: float = 180.0) -> int:
             redis_url = f"redis://127.0.0.1:{redis_port}/0"
             print(f"Started a private Redis at {redis_url} (data in {redis_dir})")
         env = {"REDIS_URL": redis_url, "ECOSNAP_VAR_DIR": str(settings.var_dir)}
-        stack += [
-            Supervised("The predict worker", lambda: start_predict_worker(env, logs)),
-            Supervised("The evaluate worker", lambda: start_evaluate_worker(env, logs)),
-            Supervised("The API", lambda: start_api(env, port, log_path=logs / "api.log")),
-        ]
+        # One at a time: if a start fails, the ones before it are still stopped below.
+        stack.append(Supervised("The predict worker", lambda: start_predict_worker(env, logs)))
+        stack.append(Supervised("The evaluate worker", lambda: start_evaluate_worker(env, logs)))
+        stack.append(Supervised("The API", lambda: start_api(env, port, log_path=logs / "api.log")))
         base_url = f"http://127.0.0.1:{port}"
         print(f"EcoSnap ML API at {base_url} (logs in {logs})")
         wait_until(

@@ -45,8 +45,11 @@ class JobWaiter:
         )
 
     def _on_done(self, message: dict[str, Any]) -> None:
-        """One job's notice on its own channel."""
-        self._wake(message["channel"].decode().split(":")[2], _decoded(message["data"]))
+        """One job's notice on its own channel: every API process hears every one, so
+        a notice nobody here waits for is dropped before it is decoded."""
+        job_id = message["channel"].decode().split(":")[2]
+        if job_id in self._waiters:  # a racy look is enough: _wake looks again, locked
+            self._wake(job_id, _decoded(message["data"]))
 
     def _on_replies(self, message: dict[str, Any]) -> None:
         """Outcomes by job id, of a batch's jobs that this process waits for."""

@@ -1,10 +1,11 @@
 """Job records in Redis: what ``GET /jobs/<id>`` shows and what ``?wait`` waits for.
 
 A job is a Redis hash ``ecosnap:job:<id>`` with an expiry. The API creates it
-(``queued``) before it enqueues the Celery task under the same id; the worker moves
-it to ``running`` and then ``succeeded`` or ``failed`` and publishes on
-``ecosnap:job:<id>:done`` so waiting requests (``common.job_waiter``) wake at once
-instead of polling.
+(``queued``) before it sends the message that names it (a ``Predict`` photo, or an
+evaluation's or validation's task id); the worker moves it to ``running`` and then
+``succeeded`` or ``failed``, never back, and announces the outcome so waiting
+requests (``common.job_waiter``) wake at once instead of polling: on the reply
+channel of the API process that waits, or on ``ecosnap:job:<id>:done``.
 Celery's own result backend is not used: it cannot tell an unknown id from a queued
 one and has no place for the job's kind and timestamps.
 """

@@ -62,20 +62,22 @@ def verify_image(data: bytes, max_pixels: int) -> str:
     the API about as much CPU as everything else it does for a photo.
     """
     image = open_image(data, max_pixels)
-    if not _ends_whole(data, image.format):
+    if not _ends_whole(data, image):
         raise ImageRejected(
             "corrupt_image", f"The {image.format} file is truncated: its end is missing."
         )
     return image.format
 
 
-def _ends_whole(data: bytes, image_format: str) -> bool:
+def _ends_whole(data: bytes, image: Image.Image) -> bool:
     """Whether the file reaches its format's end: a JPEG's end-of-image marker after
-    its scan (phones may append more after it) or a PNG's IEND chunk. Pillow reads a
-    WebP whole when it opens it, so a truncated one never gets here."""
-    if image_format == "JPEG":
-        return data.rfind(b"\xff\xd9") > data.find(b"\xff\xda") > 0
-    if image_format == "PNG":
+    the main image's scan begins (an EXIF thumbnail has markers of its own, earlier;
+    phones may append more after the end) or a PNG's IEND chunk. Pillow reads a WebP
+    whole when it opens it, so a truncated one never gets here."""
+    if image.format == "JPEG":
+        # Opening stops at the main image's start-of-scan: its data begins there.
+        return data.rfind(b"\xff\xd9") >= image.fp.tell()
+    if image.format == "PNG":
         return b"IEND" in data[-64:]
     return True
 

@@ -18,7 +18,7 @@ from common.model_metadata import ModelMetadata
 from common.settings import Settings
 from common.storage import LocalStorage
 from tests.conftest import photo
-from worker import evaluation
+from worker import evaluation, validation
 from worker.inference import answer_batch, classify
 
 PIXELS = 50_000_000
@@ -195,3 +195,15 @@ def test_a_chunk_of_a_cancelled_evaluation_classifies_nothing(jobs, storage, tmp
     runtime = StubRuntime()
     evaluation.run_chunk(chunks[0], lambda version: runtime, storage, jobs, settings)
     assert runtime.batches == [] and jobs.get(job_id)["status"] == "cancelled"
+
+
+class UntouchableRegistry:
+    def __getattr__(self, name):
+        raise AssertionError(f"the registry was used ({name}) for a finished job")
+
+
+def test_a_validation_whose_job_has_finished_is_not_run_again(jobs):
+    job_id = jobs.create("validate_model", version="v2")
+    jobs.transition(job_id, ("queued",), status="succeeded", result="{}")
+    validation.run(job_id, "v2", UntouchableRegistry(), jobs)
+    assert jobs.get(job_id)["status"] == "succeeded"

@@ -4,6 +4,7 @@ import io
 
 import multipart
 import pytest
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.test import EnvironBuilder
 
 from api import forms
@@ -73,3 +74,21 @@ def test_large_bodies_stream_through_werkzeug(fast_parses, monkeypatch):
     body, content_type = encoded_body(data)
     assert request_for(body, content_type).files["file"].read() == data
     assert fast_parses == []
+
+
+def test_a_field_over_the_form_memory_limit_is_refused_as_werkzeug_does(fast_parses):
+    environ = EnvironBuilder(method="POST", data={"url": "x" * 600_000,
+                             "file": (io.BytesIO(b"x"), "p.jpg")}).get_environ()  # fmt: skip
+    body = environ["wsgi.input"].read()
+    for parser in (forms.FormDataParser, forms.WerkzeugFormDataParser):
+        request = request_for(body, environ["CONTENT_TYPE"])
+        request.form_data_parser_class = parser
+        with pytest.raises(RequestEntityTooLarge):
+            request.form.get("url")
+
+
+def test_large_photos_stay_in_memory(fast_parses):
+    data = photo(size=(2000, 1500))
+    assert len(data) > 64 * 1024  # above multipart's own spooling threshold
+    upload = request_for(*encoded_body(data)).files["file"]
+    assert isinstance(upload.stream, io.BytesIO) and upload.read() == data

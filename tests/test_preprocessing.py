@@ -111,3 +111,16 @@ def test_damage_inside_a_whole_file_is_found_when_it_is_decoded():
     with pytest.raises(ImageRejected) as caught:  # ... and the worker's decode refuses it
         decode_for_model(data, (128, 128), LIMIT)
     assert caught.value.code == "corrupt_image"
+
+
+def test_a_truncated_jpeg_is_refused_although_its_thumbnail_is_whole():
+    """Phone photos carry a thumbnail, a whole JPEG with its own end marker, before the
+    main image: only the main image's end counts."""
+    thumbnail = photo(size=(160, 120))
+    segment = b"\xff\xe2" + (len(thumbnail) + 2).to_bytes(2, "big") + thumbnail
+    main = photo(size=(800, 600))
+    with_thumbnail = main[:2] + segment + main[2:]
+    assert verify_image(with_thumbnail, LIMIT) == "JPEG"
+    with pytest.raises(ImageRejected) as caught:
+        verify_image(with_thumbnail[: len(with_thumbnail) // 2], LIMIT)
+    assert caught.value.code == "corrupt_image"

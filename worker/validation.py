@@ -82,8 +82,13 @@ def validate(registry: ModelRegistry, version: str) -> dict[str, Any]:
 
 
 def run(job_id: str, version: str, registry: ModelRegistry, jobs: JobStore) -> None:
-    """Validate an uploaded version: the registry and the job both get the outcome."""
-    jobs.transition(job_id, ("queued",), status="running", started_at=utc_now())
+    """Validate an uploaded version: the registry and the job both get the outcome.
+
+    Only a job still queued (or running, when its message came back after a worker
+    died) is validated: a finished one keeps its outcome and the registry its state.
+    """
+    if not jobs.transition(job_id, ("queued", "running"), status="running", started_at=utc_now()):
+        return
     try:
         checks = validate(registry, version)
         registry.set_status(version, "valid", checks=checks, validated_at=utc_now())
