@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from api import create_app, services
+from common.heartbeat import beat
 from common.processes import free_port
 from tests.conftest import encoded, photo
 
@@ -155,3 +156,23 @@ def test_requests_while_redis_is_down_get_a_503_with_retry_after(settings):
     ):
         assert response.status_code == 503 and response.headers["Retry-After"] == "5"
         assert response.get_json()["error"]["code"] == "unavailable"
+
+
+def test_readiness_needs_redis_and_a_live_worker_on_every_queue(app, client, settings):
+    with app.app_context():
+        redis = services.health_redis()
+    for key in redis.scan_iter("ecosnap:worker:*"):
+        redis.delete(key)
+    assert client.get("/livez").status_code == 200
+    not_ready = client.get("/readyz")
+    assert not_ready.status_code == 503
+    assert not_ready.get_json()["down"] == ["workers:predict", "workers:evaluate"]
+    beat(redis, "host:1", {"pid": 1, "model_version": "v", "queues": ["predict"]}, 5)
+    assert client.get("/readyz").get_json()["down"] == ["workers:evaluate"]
+    beat(redis, "host:2", {"pid": 2, "model_version": "v", "queues": ["evaluate"]}, 5)
+    assert client.get("/readyz").status_code == 200
+    redis.delete("ecosnap:worker:host:1", "ecosnap:worker:host:2")
+    down = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    unreachable = create_app({"TESTING": True, "SETTINGS": down}).test_client()
+    assert unreachable.get("/livez").status_code == 200
+    assert unreachable.get("/readyz").get_json()["down"] == ["redis"]

@@ -61,6 +61,8 @@ def test_up_starts_everything_restarts_what_dies_and_stops_cleanly_on_sigterm(tm
         assert ":6379/" not in redis_line
         assert any((tmp_path / "redis").glob("appendonly*")), "Redis should persist to AOF"
         assert http_ok(f"{base}/health")
+        # Ready once a worker with its model loaded consumes each queue.
+        wait_until(lambda: http_ok(f"{base}/readyz"), 30, "readiness", process)
         response = requests.post(
             f"{base}/predict?wait=20", files={"file": ("p.jpg", photo())}, timeout=30
         )

@@ -174,3 +174,12 @@ def test_a_lone_photo_does_not_wait_for_the_batch_timer(slow_timer_stack):
     for seed in range(3):
         response = predict(slow_timer_stack, photo(seed=seed), "?wait=20")
         assert response.status_code == 200, response.text
+
+
+def test_a_worker_serving_both_queues_makes_the_api_ready(stack):
+    wait_until(
+        lambda: requests.get(stack.url("/readyz"), timeout=2).status_code == 200, 30, "ready"
+    )
+    assert requests.get(stack.url("/livez"), timeout=2).json() == {"status": "ok"}
+    [worker] = stack.live_workers()
+    assert worker["queues"] == ["evaluate", "predict"]

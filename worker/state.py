@@ -33,6 +33,8 @@ class WorkerState:
     storage: Storage
     jobs: JobStore
     background: list[threading.Event] = field(default_factory=list)
+    # The queues this worker consumes, known once Celery has set the worker up.
+    queues: list[str] = field(default_factory=list)
 
     @classmethod
     def start(cls, settings: Settings) -> WorkerState:
@@ -64,6 +66,7 @@ class WorkerState:
             "model_version": self.models.active.metadata.version,
             "runtime": type(self.models.active).__name__,
             "load_error": self.models.load_error,
+            "queues": self.queues,
         }
 
     def sweep_uploads(self) -> None:

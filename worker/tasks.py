@@ -23,15 +23,18 @@ def start_worker_state(**_: object) -> None:
 
 
 @celeryd_after_setup.connect
-def sweep_uploads_on_evaluate_workers(instance: WorkController, **_: object) -> None:
-    """Only a worker that takes evaluations sweeps old uploads.
+def after_setup(instance: WorkController, **_: object) -> None:
+    """Report the queues this worker consumes (``/readyz`` needs each one covered).
 
-    ``ecosnap up`` and compose run it under ``nice``, so a sweep of a large folder
-    never holds the interpreter beside a batch of photos; a single worker serving
-    both queues sweeps too.
+    Only a worker that takes evaluations sweeps old uploads: ``ecosnap up`` and
+    compose run it under ``nice``, so a sweep of a large folder never holds the
+    interpreter beside a batch of photos; a single worker serving both queues
+    sweeps too.
     """
-    if EVALUATE_QUEUE in instance.app.amqp.queues.consume_from:
-        state.current().sweep_uploads()
+    worker = state.current()
+    worker.queues = sorted(instance.app.amqp.queues.consume_from)
+    if EVALUATE_QUEUE in worker.queues:
+        worker.sweep_uploads()
 
 
 @worker_shutdown.connect
