@@ -11,4 +11,5 @@ COPY training training
 COPY models models
 RUN pip install --no-cache-dir --no-deps .
 EXPOSE 8080
-CMD ["gunicorn", "--bind", "0.0.0.0:8080", "--workers", "2", "--worker-class", "gthread", "--threads", "16", "api.wsgi:app"]
+# The graceful timeout outlasts the longest ?wait (30 s): requests in hand get answers.
+CMD ["gunicorn", "--bind", "0.0.0.0:8080", "--workers", "2", "--worker-class", "gthread", "--threads", "16", "--graceful-timeout", "40", "api.wsgi:app"]

@@ -11,14 +11,12 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from api import inputs, services
 from api.errors import APIError, job_error_status
 from api.jobs import queued_response
-from common.jobs import new_job_id
+from common.jobs import MAX_WAIT_S, new_job_id
 from common.labels import DEFAULT_LANGUAGE, LANGUAGES
 from common.messages import Photo
 from common.preprocessing import ALLOWED_FORMATS, FILE_EXTENSIONS, verify_image
 
 bp = Blueprint("predict", __name__)
-
-MAX_WAIT_S = 30.0
 
 
 def language() -> str:

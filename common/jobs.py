@@ -25,6 +25,8 @@ from redis import Redis
 from common.errors import Refusal
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+# The longest a request may wait for its job (``POST /predict?wait=``).
+MAX_WAIT_S = 30.0
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 # The error of a job the worker itself failed (not its input); the API answers it 503.
 WORKER_ERROR = {"code": "worker_error", "message": "The worker failed; the error is logged."}

@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from common.jobs import MAX_WAIT_S
 from common.messages import EVALUATE_QUEUE, PREDICT_QUEUE
 from common.settings import PROJECT_ROOT
 
@@ -59,7 +60,7 @@ def spawn(
     )
 
 
-def stop(process: subprocess.Popen, timeout_s: float = 20.0) -> None:
+def stop(process: subprocess.Popen, timeout_s: float = 60.0) -> None:
     """SIGTERM, then SIGKILL if the process has not exited within ``timeout_s``."""
     if process.poll() is not None:
         return
@@ -152,6 +153,9 @@ def start_workers(env: dict[str, str], log_dir: Path) -> list[subprocess.Popen]:
 
 
 API_PROCESSES = 2
+# On SIGTERM gunicorn stops accepting and gives the requests in hand this long: more
+# than the longest wait, so each gets its result or 202 with its job id.
+API_GRACEFUL_TIMEOUT_S = int(MAX_WAIT_S) + 10
 
 
 def start_api(
@@ -179,7 +183,7 @@ def start_api(
             "--timeout",
             "60",
             "--graceful-timeout",
-            "10",
+            str(API_GRACEFUL_TIMEOUT_S),
             app,
         ],
         env=env,
