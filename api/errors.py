@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from common.errors import Refusal
 from common.jobs import WORKER_ERROR
 from common.messages import MalformedMessage
+from common.storage import STORAGE_UNAVAILABLE, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ STATUS_BY_CODE = {
     "no_previous_version": 409,
 }
 # A job that failed for one of these failed through the service's fault, not its input.
-SERVICE_FAULTS = frozenset({WORKER_ERROR["code"], MalformedMessage.CODE})
+SERVICE_FAULTS = frozenset({WORKER_ERROR["code"], MalformedMessage.CODE, STORAGE_UNAVAILABLE})
 # What a client is told to wait before it tries again while Redis or the broker is down.
 RETRY_AFTER_S = 5
 
@@ -63,6 +64,13 @@ def error_response(status: int, code: str, message: str, **extra: object):
     return jsonify({"error": {"code": code, "message": message}, **extra}), status
 
 
+def retry_later(code: str, message: str):
+    """A 503 for an outage, with how long to wait before trying again."""
+    response, status = error_response(503, code, message)
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response, status
+
+
 def file_too_large():
     settings = current_app.config["SETTINGS"]
     what, limit_mb = {
@@ -82,11 +90,14 @@ def register(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     def unavailable(exc: Exception):
         log.warning("Redis or the broker is unavailable: %s", exc)
-        response, status = error_response(
-            503, "unavailable", "The job store or the queue is unavailable; try again shortly."
+        return retry_later(
+            "unavailable", "The job store or the queue is unavailable; try again shortly."
         )
-        response.headers["Retry-After"] = str(RETRY_AFTER_S)
-        return response, status
+
+    @app.errorhandler(StorageUnavailable)
+    def storage_unavailable(exc: StorageUnavailable):
+        log.warning("The bucket is unavailable: %s", exc)
+        return retry_later(STORAGE_UNAVAILABLE, f"{exc} Try again shortly.")
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: RequestEntityTooLarge):

@@ -24,6 +24,7 @@ class Settings:
     model_path: Path = DEFAULT_MODEL_PATH
     var_dir: Path = DEFAULT_VAR_DIR
     gcs_bucket: str | None = None
+    storage_timeout_s: float = 5.0
     max_upload_mb: float = 10.0
     max_image_megapixels: float = 50.0
     result_ttl_s: int = 24 * 3600
@@ -87,6 +88,7 @@ class Settings:
             model_path=Path(env.get("MODEL_PATH", defaults.model_path)),
             var_dir=Path(env.get("ECOSNAP_VAR_DIR", defaults.var_dir)),
             gcs_bucket=env.get("GCS_BUCKET") or None,
+            storage_timeout_s=float(env.get("STORAGE_TIMEOUT_S", defaults.storage_timeout_s)),
             max_upload_mb=float(env.get("MAX_UPLOAD_MB", defaults.max_upload_mb)),
             max_image_megapixels=float(
                 env.get("MAX_IMAGE_MEGAPIXELS", defaults.max_image_megapixels)

@@ -14,6 +14,8 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import quote, unquote, urlparse
@@ -27,6 +29,14 @@ _LOCAL_KEY = re.compile(r"^uploads/[0-9a-f]{32}\.(jpg|png|webp|zip)$")
 
 class StorageError(LookupError):
     """A key or URL that names nothing readable in the configured storage."""
+
+
+# The error of a job whose image the storage could not give in time.
+STORAGE_UNAVAILABLE = "storage_unavailable"
+
+
+class StorageUnavailable(Exception):
+    """The storage did not answer in time or failed: the service's fault, not the input's."""
 
 
 class Storage(Protocol):
@@ -131,33 +141,46 @@ class LocalStorage:
 
 
 class GCSStorage:
-    """A Google Cloud Storage bucket; honours ``STORAGE_EMULATOR_HOST`` for tests."""
+    """A Google Cloud Storage bucket; honours ``STORAGE_EMULATOR_HOST`` for tests.
 
-    def __init__(self, bucket_name: str, cache_dir: Path) -> None:
+    Every call is bounded: ``timeout_s`` to connect and for each answer, and the
+    library's retries of a transient failure stop after two such timeouts; a bucket
+    that does not answer is ``StorageUnavailable`` within seconds, not minutes.
+    """
+
+    def __init__(self, bucket_name: str, cache_dir: Path, timeout_s: float) -> None:
         from google.cloud import storage
+        from google.cloud.storage.retry import DEFAULT_RETRY
 
         self.bucket_name = bucket_name
         self.bucket = storage.Client().bucket(bucket_name)
         self.cache_dir = cache_dir
+        self._bounds = {"timeout": timeout_s, "retry": DEFAULT_RETRY.with_timeout(2 * timeout_s)}
 
     def save(self, data: bytes, extension: str, content_type: str) -> str:
         return self.save_file(io.BytesIO(data), extension, content_type)
 
     def save_file(self, stream: BinaryIO, extension: str, content_type: str) -> str:
         key = new_upload_key(extension)
-        self.bucket.blob(key).upload_from_file(stream, content_type=content_type)
+        with _unavailable_on_failure():
+            # Retrying is safe: the key is new, so a repeat writes the same bytes again.
+            self.bucket.blob(key).upload_from_file(
+                stream, content_type=content_type, **self._bounds
+            )
         return key
 
     def read(self, key: str) -> bytes:
         from google.api_core.exceptions import NotFound
 
         try:
-            return self.bucket.blob(key).download_as_bytes()
+            with _unavailable_on_failure():
+                return self.bucket.blob(key).download_as_bytes(**self._bounds)
         except NotFound as exc:
             raise StorageError(f"gs://{self.bucket_name}/{key} does not exist.") from exc
 
     def size(self, key: str) -> int | None:
-        blob = self.bucket.get_blob(key)
+        with _unavailable_on_failure():
+            blob = self.bucket.get_blob(key, **self._bounds)
         return None if blob is None else blob.size
 
     def public_url(self, key: str, base_url: str) -> str:
@@ -166,7 +189,8 @@ class GCSStorage:
     def local_path(self, key: str) -> Path:
         from google.api_core.exceptions import NotFound
 
-        blob = self.bucket.get_blob(key)
+        with _unavailable_on_failure():
+            blob = self.bucket.get_blob(key, **self._bounds)
         if blob is None:
             raise StorageError(f"gs://{self.bucket_name}/{key} does not exist.")
         path = self.cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()}-{blob.generation}"
@@ -178,8 +202,8 @@ class GCSStorage:
             try:
                 # Into an open file: ``download_to_filename`` would date the copy to
                 # the object's upload, and the sweep would remove it as soon as it landed.
-                with partial.open("wb") as output:
-                    blob.download_to_file(output)
+                with partial.open("wb") as output, _unavailable_on_failure():
+                    blob.download_to_file(output, **self._bounds)
             except NotFound as exc:
                 partial.unlink(missing_ok=True)
                 raise StorageError(f"gs://{self.bucket_name}/{key} does not exist.") from exc
@@ -192,9 +216,27 @@ class GCSStorage:
         return remove_files_older_than(self.cache_dir, max_age_s)
 
 
+@contextmanager
+def _unavailable_on_failure() -> Iterator[None]:
+    """A bucket's network or server failure, after the library's own bounded retries,
+    as ``StorageUnavailable``; a missing object (``NotFound``) passes through."""
+    from google.api_core.exceptions import GoogleAPIError, NotFound
+    from google.auth.exceptions import TransportError
+    from requests import RequestException
+
+    try:
+        yield
+    except NotFound:
+        raise
+    except (GoogleAPIError, TransportError, RequestException, ConnectionError) as exc:
+        raise StorageUnavailable(f"The bucket did not answer: {type(exc).__name__}") from exc
+
+
 def storage_from_settings(settings: Settings) -> Storage:
     if settings.gcs_bucket:
-        return GCSStorage(settings.gcs_bucket, settings.var_dir / "bucket-cache")
+        return GCSStorage(
+            settings.gcs_bucket, settings.var_dir / "bucket-cache", settings.storage_timeout_s
+        )
     return LocalStorage(settings.upload_dir)
 
 

@@ -1,13 +1,17 @@
 """The bucket path against a real gcp-storage-emulator on loopback."""
 
+import io
 import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 import requests
 from google.cloud import storage
 
+from api import create_app
 from common.storage import GCSStorage
 from tests.conftest import photo
 
@@ -86,7 +90,7 @@ def test_a_corrupt_object_fails_only_its_own_job(gcs_stack, bucket):
 def test_downloaded_copies_expire_unless_used_and_the_bucket_keeps_its_object(
     gcs_emulator, bucket, tmp_path
 ):
-    storage = GCSStorage(gcs_emulator.bucket, tmp_path / "cache")
+    storage = GCSStorage(gcs_emulator.bucket, tmp_path / "cache", timeout_s=5)
     put(bucket, "datasets/d.zip", b"zip bytes")
     day_ago = time.time() - 24 * 3600
 
@@ -100,3 +104,27 @@ def test_downloaded_copies_expire_unless_used_and_the_bucket_keeps_its_object(
     assert not copy.exists()
     assert bucket.get_blob("datasets/d.zip") is not None
     assert storage.local_path("datasets/d.zip").read_bytes() == b"zip bytes"
+
+
+@pytest.fixture
+def silent_bucket(monkeypatch):
+    """A bucket endpoint that accepts connections and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        yield
+
+
+def test_a_bucket_that_does_not_answer_gives_a_503_within_seconds(settings, silent_bucket):
+    bounded = replace(settings, gcs_bucket="silent", storage_timeout_s=1)
+    client = create_app({"TESTING": True, "SETTINGS": bounded}).test_client()
+    started = time.monotonic()
+    by_url = client.post("/predict", json={"url": "gs://silent/photo.jpg"})
+    by_file = client.post("/predict", data={"file": (io.BytesIO(photo()), "p.jpg")})
+    for response in (by_url, by_file):
+        assert response.status_code == 503, response.get_json()
+        assert response.get_json()["error"]["code"] == "storage_unavailable"
+        assert response.headers["Retry-After"] == "5"
+    # Bounded, not a hang: each call gives up after its timeouts (it took 90-110 s before).
+    assert time.monotonic() - started < 15

@@ -22,7 +22,7 @@ from common.messages import MalformedMessage, Photo, Predict
 from common.model_metadata import ModelMetadata
 from common.preprocessing import preprocess
 from common.reports import percent
-from common.storage import Storage, StorageError
+from common.storage import STORAGE_UNAVAILABLE, Storage, StorageError, StorageUnavailable
 from worker.runtime import ModelRuntime
 
 TOP_K = 3
@@ -70,6 +70,8 @@ def prepare_each(
             return exc.as_error()
         except StorageError as exc:
             return {"code": "image_not_found", "message": str(exc)}
+        except StorageUnavailable as exc:
+            return {"code": STORAGE_UNAVAILABLE, "message": str(exc)}
 
     return _DECODERS.map(prepare, readers)
 
