@@ -75,6 +75,16 @@ class JobStore:
             """
         )
 
+        self._add_chunk = redis.register_script(
+            """
+            if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 1 then
+                redis.call('EXPIRE', KEYS[2], ARGV[4])
+                redis.call('HINCRBY', KEYS[1], 'done', ARGV[3])
+                return redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
+            end
+            return tonumber(redis.call('HGET', KEYS[1], 'chunks_done'))
+            """
+        )
         self._start = redis.register_script(
             """
             local moved = {}
@@ -148,17 +158,21 @@ class JobStore:
                 record[name] = json.loads(record[name])
         return record
 
-    def add_chunk(self, job_id: str, outcome: dict[str, Any], images: int) -> int:
-        """Record one evaluation chunk; returns how many chunks are now done."""
-        with self.redis.pipeline() as pipe:
-            pipe.rpush(_key(job_id) + ":chunks", json.dumps(outcome))
-            pipe.expire(_key(job_id) + ":chunks", self.ttl_s)
-            pipe.hincrby(_key(job_id), "done", images)
-            pipe.hincrby(_key(job_id), "chunks_done", 1)
-            return pipe.execute()[-1]
+    def add_chunk(self, job_id: str, index: int, outcome: dict[str, Any], images: int) -> int:
+        """Record evaluation chunk ``index`` once; returns how many chunks are now done.
+
+        A chunk classified twice (its message delivered again) is counted once: the
+        first outcome stands.
+        """
+        return self._add_chunk(
+            keys=[_key(job_id), _key(job_id) + ":chunks"],
+            args=[index, json.dumps(outcome), images, self.ttl_s],
+        )
 
     def chunk_outcomes(self, job_id: str) -> list[dict[str, Any]]:
-        return [json.loads(raw) for raw in self.redis.lrange(_key(job_id) + ":chunks", 0, -1)]
+        """The recorded chunks' outcomes, in chunk order."""
+        raw = self.redis.hgetall(_key(job_id) + ":chunks")
+        return [json.loads(raw[index]) for index in sorted(raw, key=int)]
 
     def transition(self, job_id: str, allowed: tuple[str, ...], **fields: Any) -> bool:
         """Set ``fields`` only if the job's status is one of ``allowed``; wake waiters

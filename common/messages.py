@@ -147,13 +147,15 @@ class Evaluate(Message):
 
 @dataclass(frozen=True)
 class EvaluateChunk(Message):
-    """Classify some images of an evaluation: ``items`` are ``[member name, class index]``."""
+    """Classify chunk ``index`` of an evaluation: ``items`` are ``[member name, class
+    index]``. The index makes a chunk delivered twice count once."""
 
     task: ClassVar[str] = "ecosnap.evaluate_chunk"
     queue: ClassVar[str] = EVALUATE_QUEUE
 
     job_id: str
     dataset_key: str
+    index: int
     items: list
 
 

@@ -188,6 +188,19 @@ def test_an_evaluation_in_chunks_counts_unreadable_members_and_computes_metrics(
     assert jobs.get_blob(job_id, "confusion.png").startswith(b"\x89PNG")
 
 
+def test_a_chunk_delivered_twice_counts_once(jobs, storage, tmp_path):
+    settings = Settings(var_dir=tmp_path, eval_chunk_size=2)
+    job_id, chunks = started_evaluation(jobs, storage, settings)
+    runtime = StubRuntime()
+    for chunk in [chunks[0], chunks[0], *chunks[1:], chunks[-1]]:
+        evaluation.run_chunk(chunk, lambda version: runtime, storage, jobs, settings)
+    record = jobs.get(job_id)
+    assert record["status"] == "succeeded" and record["done"] == "5"
+    assert record["result"]["images"] == 3
+    assert [len(o["y_true"]) + o["skipped"]["unreadable_image"] for o in
+            jobs.chunk_outcomes(job_id)] == [2, 2, 1]  # fmt: skip
+
+
 def test_a_chunk_of_a_cancelled_evaluation_classifies_nothing(jobs, storage, tmp_path):
     settings = Settings(var_dir=tmp_path, eval_chunk_size=2)
     job_id, chunks = started_evaluation(jobs, storage, settings)

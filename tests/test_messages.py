@@ -33,12 +33,14 @@ def test_a_message_travels_as_its_fields_and_comes_back_equal():
     assert [Photo.received((), item) for item in received.photos] == [photo, photo]
 
 
-def test_chunks_name_their_job_and_carry_items_as_lists():
-    chunk = EvaluateChunk(job_id="j", dataset_key="uploads/d.zip", items=[["Kaca/a.jpg", 0]])
+def test_chunks_name_their_job_and_index_and_carry_items_as_lists():
+    chunk = EvaluateChunk("j", "uploads/d.zip", 3, [["Kaca/a.jpg", 0]])
     sender = RecordingSender()
     chunk.send(sender)
-    assert sender.sent == [("ecosnap.evaluate_chunk", {"job_id": "j", "dataset_key":
-                            "uploads/d.zip", "items": [["Kaca/a.jpg", 0]]}, None)]  # fmt: skip
+    fields = {"job_id": "j", "dataset_key": "uploads/d.zip", "index": 3,
+              "items": [["Kaca/a.jpg", 0]]}  # fmt: skip
+    assert sender.sent == [("ecosnap.evaluate_chunk", fields, None)]
+    assert EvaluateChunk.received((), fields) == chunk
 
 
 PHOTO = {"job_id": "j", "image_key": "k", "image_url": "u", "lang": "id", "reply_to": ""}

@@ -99,8 +99,8 @@ def start(
         unmatched_folders=json.dumps(plan.unmatched_folders),
         model_version=model_version,
     )
-    for chunk in chunks if started else []:
-        submit_chunk(EvaluateChunk(job_id=job_id, dataset_key=message.dataset_key, items=chunk))
+    for index, chunk in enumerate(chunks if started else []):
+        submit_chunk(EvaluateChunk(job_id, message.dataset_key, index, chunk))
 
 
 def run_chunk(
@@ -149,7 +149,9 @@ def run_chunk(
         "model_version": runtime.metadata.version,
         "classified_at": utc_now(),
     }
-    if jobs.add_chunk(job_id, outcome, images=len(items)) == int(record["chunks_total"]):
+    # Also when this chunk was a repeat: the first run may have died before finishing
+    # the job, and finishing is done once whoever calls it (``finish`` checks).
+    if jobs.add_chunk(job_id, message.index, outcome, len(items)) == int(record["chunks_total"]):
         finish(job_id, jobs)
 
 
