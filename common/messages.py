@@ -94,7 +94,10 @@ class Message(Fields):
         return f"The {cls.task} message"
 
     def send(self, celery: TaskSender, task_id: str | None = None) -> None:
-        celery.send_task(self.task, kwargs=asdict(self), task_id=task_id)
+        # The fields are JSON values already (``of`` builds photo groups as dicts):
+        # no deep copy of every photo again, as ``asdict`` would make.
+        fields_sent = {field.name: getattr(self, field.name) for field in fields(self)}
+        celery.send_task(self.task, kwargs=fields_sent, task_id=task_id)
 
 
 def _matches(value: Any, hint: Any) -> bool:

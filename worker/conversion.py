@@ -28,6 +28,8 @@ from worker.runtime import KerasRuntime, ModelRuntime, OnnxRuntime, load_runtime
 log = logging.getLogger(__name__)
 
 PARITY_ATOL = 1e-4
+# A conversion that hangs must not keep a worker from serving (it falls back to Keras).
+CONVERSION_TIMEOUT_S = 900
 EXPORT_SUFFIXES = {"savedmodel": "", "onnx": ".onnx", "tflite": ".tflite"}
 
 
@@ -135,17 +137,23 @@ def cached_onnx(cache_dir: Path, sha256: str) -> Path:
     return cache_dir / f"{sha256}.onnx"
 
 
-def accelerated_copy(model_path: Path, cache_dir: Path) -> Path | None:
+def accelerated_copy(model_path: Path, sha256: str, cache_dir: Path) -> Path | None:
     """The checked ONNX copy of a Keras model, converted in a child process if need be.
 
     The conversion needs TensorFlow (hundreds of megabytes once imported, never
     given back); in a child process it leaves this process without it, so a worker
     serving the copy never holds TensorFlow. ``None`` if it did not convert alike.
     """
-    onnx_path = cached_onnx(cache_dir, ModelMetadata.for_model(model_path).sha256)
+    onnx_path = cached_onnx(cache_dir, sha256)
     if not onnx_path.exists():
         command = [sys.executable, "-m", "worker.conversion", str(model_path), str(cache_dir)]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True,
+                                  timeout=CONVERSION_TIMEOUT_S, check=False)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            log.warning("ONNX conversion of %s took over %d s; serving with Keras",
+                        model_path, CONVERSION_TIMEOUT_S)  # fmt: skip
+            return None
         if done.returncode:
             log.warning("ONNX conversion of %s failed:\n%s", model_path, done.stderr[-4000:])
     return onnx_path if onnx_path.exists() else None

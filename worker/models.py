@@ -47,9 +47,10 @@ class ServedModels:
         when accelerated (this process then never imports TensorFlow), else as it is."""
         path = self.registry.model_path(version)
         if self._accelerated and model_format(path) in KERAS_FORMATS:
-            onnx_path = accelerated_copy(path, self._cache_dir)
+            metadata = ModelMetadata.for_model(path)
+            onnx_path = accelerated_copy(path, metadata.sha256, self._cache_dir)
             if onnx_path is not None:
-                return warmed(OnnxRuntime(onnx_path, ModelMetadata.for_model(path)))
+                return warmed(OnnxRuntime(onnx_path, metadata))
         return load_runtime(path)
 
     def runtime(self, version: str) -> ModelRuntime:
