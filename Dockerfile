@@ -12,4 +12,6 @@ COPY models models
 RUN pip install --no-cache-dir --no-deps .
 EXPOSE 8080
 # The graceful timeout outlasts the longest ?wait (30 s): requests in hand get answers.
-CMD ["gunicorn", "--bind", "0.0.0.0:8080", "--workers", "2", "--worker-class", "gthread", "--threads", "16", "--graceful-timeout", "40", "api.wsgi:app"]
+# ?wait requests may hold all threads but 4 (API_THREADS tells the app how many).
+ENV API_THREADS=64
+CMD ["sh", "-c", "exec gunicorn --bind 0.0.0.0:8080 --workers 2 --worker-class api.gunicorn_worker.ThreadWorker --threads $API_THREADS --graceful-timeout 40 api.wsgi:app"]

@@ -5,12 +5,13 @@ It never imports TensorFlow or Keras; the model lives in the workers.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from flask import Flask
-from redis import Redis
 
 from common.jobs import JobStore
+from common.redis_client import bounded_redis
 from common.registry import ModelRegistry
 from common.settings import Settings
 from common.storage import storage_from_settings
@@ -34,18 +35,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # Werkzeug refuses a larger body with 413 before reading it; the exact limit on
     # the file itself is checked again in the predict blueprint.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
-    redis = Redis.from_url(
-        settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
-    )
+    # A request that meets Redis down answers 503 within a few seconds.
+    redis = bounded_redis(settings.redis_url, timeout_s=2.0, retries=2)
     celery_app.conf.update(celery_config(settings))
     registry = ModelRegistry(settings.registry_dir, settings.model_name)
     registry.import_configured(settings.model_path)
     app.extensions["ecosnap"] = {
         # /health must answer within a second even when Redis hangs.
-        "health_redis": Redis.from_url(
-            settings.redis_url, socket_connect_timeout=0.3, socket_timeout=0.3
-        ),
+        "health_redis": bounded_redis(settings.redis_url, timeout_s=0.3, retries=0),
         "jobs": JobStore(redis, settings.result_ttl_s),
+        # ?wait requests beyond these are answered 202 at once, so they never hold
+        # every thread: health checks and quick requests always find one free.
+        "waiting_slots": threading.BoundedSemaphore(settings.api_waiting_slots),
         "storage": storage_from_settings(settings),
         "celery": celery_app,
         "registry": registry,

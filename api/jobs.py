@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, url_for
+from redis import RedisError
 
 from api import services
 from api.errors import APIError
@@ -43,8 +44,15 @@ def job_view(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def queued_response(job_id: str):
-    """The 202 answer to a route that made a job: its id, status and where to poll."""
-    record = services.jobs().get(job_id) or {"status": "queued"}
+    """The 202 answer to a route that made a job: its id, status and where to poll.
+
+    The job exists (its message is sent), so the client must learn its id even when
+    Redis stops answering now: the status is then reported as ``queued``.
+    """
+    try:
+        record = services.jobs().get(job_id) or {"status": "queued"}
+    except RedisError:
+        record = {"status": "queued"}
     view = job_view(record | {"job_id": job_id})
     return {
         "job_id": job_id,

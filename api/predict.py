@@ -74,12 +74,16 @@ def predict():
 
     job_id = new_job_id()
     photo = partial(Photo, job_id=job_id, image_key=image_key, image_url=image_url, lang=lang)
-    if wait_s:
-        waiter = services.waiter()
-        with waiter.expect(job_id) as outcome:
-            services.sender().send(photo(reply_to=waiter.reply_channel))
-            record = outcome(wait_s)
-    else:
+    slots = services.waiting_slots()
+    if wait_s and slots.acquire(blocking=False):
+        try:
+            waiter = services.waiter()
+            with waiter.expect(job_id) as outcome:
+                services.sender().send(photo(reply_to=waiter.reply_channel))
+                record = outcome(wait_s)
+        finally:
+            slots.release()
+    else:  # no wait asked, or every waiting slot is taken: the client polls the job
         services.sender().send(photo(reply_to=""))
         record = None
     if record is None:

@@ -37,6 +37,10 @@ def storage() -> Storage:
     return current_app.extensions["ecosnap"]["storage"]
 
 
+def waiting_slots() -> threading.BoundedSemaphore:
+    return current_app.extensions["ecosnap"]["waiting_slots"]
+
+
 def waiter() -> JobWaiter:
     """The process's ``JobWaiter``, started on first use (after gunicorn forks)."""
     services = current_app.extensions["ecosnap"]

@@ -25,6 +25,14 @@ def beat(redis: Redis, name: str, info: dict[str, Any], interval_s: float) -> No
     redis.set(_PREFIX + name, json.dumps(info), px=int(interval_s * 3000))
 
 
+def retire(redis: Redis, name: str) -> None:
+    """Remove a stopping worker's heartbeat; if Redis is down it expires anyway."""
+    try:
+        redis.delete(_PREFIX + name)
+    except RedisError:
+        return
+
+
 def start_heartbeat(
     redis: Redis, name: str, info: Callable[[], dict[str, Any]], interval_s: float
 ) -> threading.Event:

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis import RedisError
+
 from common.jobs import JobStore, done_channel, reply_channel
 
 
@@ -81,10 +83,17 @@ class JobWaiter:
             self._waiters.setdefault(job_id, []).append(expectation)
 
         def wait(timeout_s: float) -> dict[str, Any] | None:
+            """The finished job's record, or None if it has not finished (or its
+            record cannot be read now: the caller answers with the job id)."""
             if not expectation.event.wait(timeout_s):
                 return None
             outcome = expectation.outcome
-            return outcome if "result" in outcome or "error" in outcome else self.jobs.get(job_id)
+            if "result" in outcome or "error" in outcome:
+                return outcome
+            try:
+                return self.jobs.get(job_id)
+            except RedisError:
+                return None
 
         try:
             yield wait

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from redis import Redis
+from redis import Redis, RedisError
 
 from common.errors import Refusal
 
@@ -59,9 +59,12 @@ class JobStore:
     """Reads and writes job records; a record expires ``ttl_s`` after it is created
     and again after it finishes."""
 
-    def __init__(self, redis: Redis, ttl_s: int) -> None:
+    def __init__(self, redis: Redis, ttl_s: int, worker: str = "") -> None:
         self.redis = redis
         self.ttl_s = ttl_s
+        # The worker process whose store this is: recorded in each job it starts, so
+        # an operator (or the fault-injection suite) can tell who holds a job.
+        self.worker = worker
         # Check and set in one step, so two processes never both move a job on
         # (e.g. a cancel and the evaluation that finishes at the same moment).
         self._transition = redis.register_script(
@@ -91,7 +94,8 @@ class JobStore:
             for index, key in ipairs(KEYS) do
                 local status = redis.call('HGET', key, 'status')
                 if status == 'queued' or status == 'running' then
-                    redis.call('HSET', key, 'status', 'running', 'started_at', ARGV[1])
+                    redis.call('HSET', key, 'status', 'running', 'started_at', ARGV[1],
+                               'worker', ARGV[2])
                     table.insert(moved, index)
                 end
             end
@@ -169,6 +173,9 @@ class JobStore:
             args=[index, json.dumps(outcome), images, self.ttl_s],
         )
 
+    def chunk_recorded(self, job_id: str, index: int) -> bool:
+        return bool(self.redis.hexists(_key(job_id) + ":chunks", str(index)))
+
     def chunk_outcomes(self, job_id: str) -> list[dict[str, Any]]:
         """The recorded chunks' outcomes, in chunk order."""
         raw = self.redis.hgetall(_key(job_id) + ":chunks")
@@ -197,10 +204,14 @@ class JobStore:
         """Any error fails the job, so it never stays unfinished, then propagates.
 
         A refusal (a malformed message, say) is the job's error as it is; anything
-        else is the worker's own failure, whose details go to the log only.
+        else is the worker's own failure, whose details go to the log only. A Redis
+        failure fails nothing: the job store itself is what failed (the task goes back
+        to the queue, ``worker/tasks.py``).
         """
         try:
             yield
+        except RedisError:
+            raise
         except Exception as exc:
             error = exc.as_error() if isinstance(exc, Refusal) else WORKER_ERROR
             self.fail(job_id, **error)
@@ -228,7 +239,9 @@ class JobStore:
         """
         if not job_ids:
             return []
-        moved = self._start(keys=[_key(job_id) for job_id in job_ids], args=[utc_now()])
+        moved = self._start(
+            keys=[_key(job_id) for job_id in job_ids], args=[utc_now(), self.worker]
+        )
         return [job_ids[index - 1] for index in moved]
 
     def finish(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from common.jobs import MAX_WAIT_S
 from common.messages import EVALUATE_QUEUE, PREDICT_QUEUE
-from common.settings import PROJECT_ROOT
+from common.settings import PROJECT_ROOT, Settings
 
 
 def free_port() -> int:
@@ -102,6 +102,11 @@ def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Pop
             str(data_dir),
             "--appendonly",
             "yes",
+            # Written and synced before Redis answers: a job accepted just before a
+            # crash is not lost ("everysec" may lose the last second or two of
+            # acknowledged writes, seen in the fault-injection suite).
+            "--appendfsync",
+            "always",
             "--save",
             "",
             "--logfile",
@@ -153,6 +158,8 @@ def start_workers(env: dict[str, str], log_dir: Path) -> list[subprocess.Popen]:
 
 
 API_PROCESSES = 2
+# gthread, refusing new connections as soon as it is told to stop (see there).
+API_WORKER_CLASS = "api.gunicorn_worker.ThreadWorker"
 # On SIGTERM gunicorn stops accepting and gives the requests in hand this long: more
 # than the longest wait, so each gets its result or 202 with its job id.
 API_GRACEFUL_TIMEOUT_S = int(MAX_WAIT_S) + 10
@@ -162,11 +169,16 @@ def start_api(
     env: dict[str, str],
     port: int,
     workers: int = API_PROCESSES,
-    threads: int = 16,
+    threads: int | None = None,
     log_path: Path | None = None,
     app: str = "api.wsgi:app",
 ) -> subprocess.Popen:
-    """gunicorn with threaded workers: a request waiting on ``?wait`` holds a thread."""
+    """gunicorn with threaded workers: a request waiting on ``?wait`` holds a thread.
+
+    ``threads`` (default ``API_THREADS``) is told to the app as well, which lets
+    ``?wait`` requests hold all of them but a few (``Settings.api_waiting_slots``).
+    """
+    threads = threads or Settings.from_env({**os.environ, **env}).api_threads
     return spawn(
         [
             sys.executable,
@@ -177,7 +189,7 @@ def start_api(
             "--workers",
             str(workers),
             "--worker-class",
-            "gthread",
+            API_WORKER_CLASS,
             "--threads",
             str(threads),
             "--timeout",
@@ -186,7 +198,7 @@ def start_api(
             str(API_GRACEFUL_TIMEOUT_S),
             app,
         ],
-        env=env,
+        env={**env, "API_THREADS": str(threads)},
         log_path=log_path,
     )
 

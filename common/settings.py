@@ -14,6 +14,8 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_PATH = PROJECT_ROOT / "models" / "default.h5"
 DEFAULT_VAR_DIR = PROJECT_ROOT / "var"
+# Threads of each API process that ``?wait`` requests may never all hold.
+API_RESERVED_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class Settings:
     batch_max_size: int = 32
     batch_max_wait_ms: float = 10.0
     heartbeat_interval_s: float = 2.0
+    broker_lease_s: float = 10.0
+    api_threads: int = 64
     accelerate: str = "onnx"
     max_dataset_mb: float = 1024.0
     max_dataset_uncompressed_mb: float = 4096.0
@@ -46,6 +50,16 @@ class Settings:
     def __post_init__(self) -> None:
         if self.upload_retention_s < 0:
             raise ValueError("UPLOAD_RETENTION_S is 0 (keep uploads) or a number of seconds.")
+        if self.api_threads <= API_RESERVED_THREADS:
+            raise ValueError(f"API_THREADS must be more than {API_RESERVED_THREADS}.")
+        if self.broker_lease_s < 3:
+            raise ValueError("BROKER_LEASE_S is at least 3 seconds (renewed every third).")
+
+    @property
+    def api_waiting_slots(self) -> int:
+        """How many ``?wait`` requests one API process holds at once: all its threads
+        but a few, so health checks and quick requests always find a free thread."""
+        return self.api_threads - API_RESERVED_THREADS
 
     @property
     def registry_dir(self) -> Path:
@@ -101,6 +115,8 @@ class Settings:
             heartbeat_interval_s=float(
                 env.get("HEARTBEAT_INTERVAL_S", defaults.heartbeat_interval_s)
             ),
+            broker_lease_s=float(env.get("BROKER_LEASE_S", defaults.broker_lease_s)),
+            api_threads=int(env.get("API_THREADS", defaults.api_threads)),
             accelerate=env.get("ACCELERATE", defaults.accelerate),
             max_dataset_mb=float(env.get("MAX_DATASET_MB", defaults.max_dataset_mb)),
             max_dataset_uncompressed_mb=float(

@@ -27,6 +27,27 @@ from training.synthetic import draw_photo, jpeg_bytes
 STACK_START_TIMEOUT_S = 180
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reliability-report",
+        metavar="PATH",
+        help="write the fault-injection suite's table (docs/RELIABILITY.md) to PATH",
+    )
+
+
+@pytest.fixture(scope="session")
+def reliability(request: pytest.FixtureRequest) -> Iterator[list]:
+    """The rows the fault-injection suite measures, written out at the end if asked."""
+    from tests.faults import render
+
+    rows: list = []
+    yield rows
+    path = request.config.getoption("--reliability-report")
+    if path and rows:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(render(rows))
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process, url = start_redis(tmp_path_factory.mktemp("redis"))
@@ -95,7 +116,7 @@ def run_stack(
         for n, log in enumerate(worker_logs)
     ]
     api_log = var_dir / "api.log"
-    processes.append(start_api(env, port, workers=1, threads=8, log_path=api_log))
+    processes.append(start_api(env, port, workers=1, threads=16, log_path=api_log))
     stack = Stack(f"http://127.0.0.1:{port}", var_dir, [*worker_logs, api_log], redis_url)
     try:
         wait_until(

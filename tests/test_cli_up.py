@@ -2,27 +2,14 @@
 
 import os
 import signal
-import subprocess
-import sys
-import threading
-from pathlib import Path
 
 import requests
 
-from bench.procfs import children
-from common.processes import free_port, http_ok, wait_until
-from common.settings import PROJECT_ROOT
+from common.processes import http_ok, wait_until
 from tests.conftest import photo
+from tests.faults import ecosnap_up
 from tests.test_evaluate import dataset_zip
 from tests.test_housekeeping import DAY_S, aged
-
-
-def child_running(parent: int, marker: str) -> int:
-    """The pid of the child of ``parent`` whose command line contains ``marker``."""
-    for pid in children(parent):
-        if marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-            return pid
-    raise LookupError(f"no child of {parent} runs {marker!r}")
 
 
 def predicts(base: str) -> bool:
@@ -36,29 +23,11 @@ def predicts(base: str) -> bool:
 
 
 def test_up_starts_everything_restarts_what_dies_and_stops_cleanly_on_sigterm(tmp_path):
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "GCS_BUCKET"}}
-    env |= {"ECOSNAP_VAR_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     expired_upload = aged(tmp_path / "uploads" / f"{'e' * 32}.jpg", 2 * DAY_S)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cli", "up", "--port", str(port)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
-    reader.start()
-    try:
-        wait_until(
-            lambda: any(line.startswith("Ready:") for line in lines), 180, "ecosnap up", process
-        )
-        base = f"http://127.0.0.1:{port}"
+    with ecosnap_up(tmp_path) as up:
+        base, lines, process = up.base_url, up.lines, up.process
         assert any(base in line for line in lines)
-        redis_line = next(line for line in lines if "private Redis" in line)
-        assert ":6379/" not in redis_line
+        assert ":6379/" not in up.redis_url
         assert any((tmp_path / "redis").glob("appendonly*")), "Redis should persist to AOF"
         assert http_ok(f"{base}/health")
         # Ready once a worker with its model loaded consumes each queue.
@@ -84,16 +53,15 @@ def test_up_starts_everything_restarts_what_dies_and_stops_cleanly_on_sigterm(tm
         assert sweep_line in (tmp_path / "logs" / "evaluate-worker.log").read_text()
         assert sweep_line not in (tmp_path / "logs" / "worker.log").read_text()
         # A process that dies is started again; the stack goes on serving.
-        for name, marker in (("The predict worker", "predict@"), ("Redis", "redis-server")):
-            os.kill(child_running(process.pid, marker), signal.SIGKILL)
-            wait_until(lambda n=name: any(f"{n} started again" in line for line in lines),
+        for name, marker in (("The predict worker", "predict@"), ("Redis", "redis-server"),
+                             ("The API", "gunicorn")):  # fmt: skip
+            os.kill(up.child(marker), signal.SIGKILL)
+            wait_until(lambda n=name: up.printed(f"{n} started again"),
                        60, f"{name} started again", process)  # fmt: skip
             wait_until(lambda: predicts(base), 120, f"a prediction after {name} died", process)
         assert len(requests.get(f"{base}/health", timeout=5).json()["workers"]) == 2
-    finally:
         process.send_signal(signal.SIGTERM)
-        code = process.wait(60)
-        reader.join(5)
+        code = process.wait(90)
     assert code == 0, "".join(lines)
     assert lines[-1].strip() == "Stopped."
-    assert not http_ok(f"http://127.0.0.1:{port}/health")
+    assert not http_ok(f"{base}/health")

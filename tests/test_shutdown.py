@@ -20,7 +20,7 @@ def test_requests_waiting_when_the_api_is_stopped_get_their_job_ids(redis_url, t
     redis.flushdb()
     port = free_port()
     api = start_api({"REDIS_URL": url, "ECOSNAP_VAR_DIR": str(tmp_path)}, port, workers=1,
-                    threads=8, log_path=tmp_path / "api.log")  # fmt: skip
+                    threads=16, log_path=tmp_path / "api.log")  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: http_ok(f"{base}/livez"), 60, "the API", api)

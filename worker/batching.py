@@ -13,14 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from celery_batches import Batches
+from celery_batches import Batches, SimpleRequest
+from celery_batches.trace import apply_batches_task
 from redis import Redis, RedisError
 
 from common.messages import Predict
+from common.redis_client import bounded_redis
 from common.settings import Settings
 
-# The celery-batches release whose private flush ``PhotoBatches.answer_held`` calls;
-# tests/test_batching.py fails on any other, so an upgrade re-checks that call.
+# The celery-batches release whose private ``_do_flush`` ``PhotoBatches.answer_held``
+# calls and whose ``flush`` ``PhotoBatches.flush`` replaces; tests/test_batching.py
+# fails on any other, so an upgrade re-checks both.
 CHECKED_CELERY_BATCHES = "0.11"
 
 
@@ -56,11 +59,30 @@ class PhotoBatches(Batches):
         """Messages of this task's queue not yet handed to any worker; none if the
         broker cannot say (the photos held are answered rather than kept waiting)."""
         if self._broker is None:
-            self._broker = Redis.from_url(self.app.conf.broker_url, socket_timeout=1)
+            self._broker = bounded_redis(self.app.conf.broker_url, timeout_s=1.0, retries=0)
         try:
             return self._broker.llen(Predict.queue)
         except RedisError:
             return 0
+
+    def flush(self, requests: list[Any]) -> Any:
+        """celery-batches' ``flush``, except that a batch the task could not record
+        (it returns ``False``: the job store did not answer) goes back to the queue
+        instead of being acknowledged. celery-batches acknowledges every batch, so
+        its jobs would have stayed unanswered. Every task here acknowledges late
+        (``worker/celery.py``), so there is no early acknowledgement to make.
+        """
+        batch = ([SimpleRequest.from_request(request) for request in requests],)
+
+        def on_return(recorded: bool | None) -> None:
+            for request in requests:
+                if recorded is False:
+                    request.reject(requeue=True)
+                else:
+                    request.acknowledge()
+
+        return self._pool.apply_async(apply_batches_task, (self, batch, 0, None),
+                                      callback=on_return)  # fmt: skip
 
     def answer_held(self) -> None:
         """Run the photos received so far as one batch, now, if there are any."""

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +85,7 @@ def start(
         return
     size = settings.eval_chunk_size
     chunks = [plan.items[i : i + size] for i in range(0, len(plan.items), size)]
-    started = jobs.transition(
+    if jobs.transition(
         job_id,
         ("queued",),
         status="running",
@@ -98,9 +99,18 @@ def start(
         plan_skipped=json.dumps(dict(plan.skipped)),
         unmatched_folders=json.dumps(plan.unmatched_folders),
         model_version=model_version,
-    )
-    for index, chunk in enumerate(chunks if started else []):
-        submit_chunk(EvaluateChunk(job_id, message.dataset_key, index, chunk))
+    ):
+        pending = range(len(chunks))
+    else:
+        # This message came again: the worker that started the job may have died
+        # before sending every chunk. Those not yet recorded are sent again (the plan
+        # is the same; a chunk sent twice counts once).
+        record = jobs.get(job_id)
+        if record is None or record["status"] != "running":
+            return
+        pending = [i for i in range(len(chunks)) if not jobs.chunk_recorded(job_id, i)]
+    for index in pending:
+        submit_chunk(EvaluateChunk(job_id, message.dataset_key, index, chunks[index]))
 
 
 def run_chunk(
@@ -110,24 +120,39 @@ def run_chunk(
     jobs: JobStore,
     settings: Settings,
 ) -> None:
-    """Classify one chunk; the last chunk to finish writes the job's result."""
+    """Classify one chunk; the last chunk to finish writes the job's result.
+
+    A chunk already recorded (its message came again) is not classified again, but
+    may still finish the job: the first run may have died before finishing it, and
+    finishing is done once whoever calls it (``finish`` checks).
+    """
     job_id = message.job_id
-    items: Items = [(name, label) for name, label in message.items]
     record = jobs.get(job_id)
     if record is None or record["status"] != "running":
         return
-    runtime = runtime_for(record["model_version"])
+    if jobs.chunk_recorded(job_id, message.index):
+        done = int(record["chunks_done"])
+    else:
+        runtime = runtime_for(record["model_version"])
+        try:
+            archive = _open_zip(storage, message.dataset_key, settings)
+        except (DatasetError, StorageError) as exc:
+            jobs.fail(job_id, "dataset_unreadable", f"The dataset could not be read: {exc}")
+            return
+        outcome = classify_chunk(message.items, archive, runtime, settings.max_image_pixels)
+        done = jobs.add_chunk(job_id, message.index, outcome, len(message.items))
+    if done == int(record["chunks_total"]):
+        finish(job_id, jobs)
+
+
+def classify_chunk(
+    items: Items, archive: zipfile.ZipFile, runtime: ModelRuntime, max_pixels: int
+) -> dict[str, Any]:
+    """The true and predicted service labels of a chunk's readable images."""
     # The model's output order may differ from the service's; labels are service indices.
     to_service = np.array([CLASSES.index(name) for name in runtime.metadata.classes])
-    try:
-        archive = _open_zip(storage, message.dataset_key, settings)
-    except (DatasetError, StorageError) as exc:
-        jobs.fail(job_id, "dataset_unreadable", f"The dataset could not be read: {exc}")
-        return
     prepared = prepare_each(
-        [partial(read_member, archive, name) for name, _ in items],
-        runtime.metadata,
-        settings.max_image_pixels,
+        [partial(read_member, archive, name) for name, _ in items], runtime.metadata, max_pixels
     )
     y_true: list[int] = []
     y_pred: list[int] = []
@@ -142,17 +167,13 @@ def run_chunk(
             y_true += [label for label, _ in readable]
             batch = np.stack([array for _, array in readable])
             y_pred += to_service[runtime.predict(batch).argmax(axis=1)].tolist()
-    outcome = {
+    return {
         "y_true": y_true,
         "y_pred": y_pred,
         "skipped": {"unreadable_image": len(items) - len(y_true)},
         "model_version": runtime.metadata.version,
         "classified_at": utc_now(),
     }
-    # Also when this chunk was a repeat: the first run may have died before finishing
-    # the job, and finishing is done once whoever calls it (``finish`` checks).
-    if jobs.add_chunk(job_id, message.index, outcome, len(items)) == int(record["chunks_total"]):
-        finish(job_id, jobs)
 
 
 def finish(job_id: str, jobs: JobStore) -> None:

@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+from redis import RedisError
 
 from common.batch_stats import count_batch
 from common.errors import Refusal
@@ -139,24 +140,33 @@ def answer_batch(
     jobs: JobStore,
     max_pixels: int,
     batch_size: int,
-) -> None:
-    """Classify the photos of a batch of messages and record every job's outcome.
+) -> bool:
+    """Classify the photos of a batch of messages and record every job's outcome;
+    ``False`` if the job store did not answer, so the batch must go back to the queue.
 
     Every job of the batch ends once, whatever happens: a malformed photo fails its
-    own job; a failure of the job store, the storage or the model fails them all
-    with ``worker_error`` (so no waiting client waits out its timeout), and then
+    own job; a failure of the storage or the model fails them all with
+    ``worker_error`` (so no waiting client waits out its timeout), and then
     propagates for Celery to log. A photo whose job has already finished (its
-    message delivered again) is dropped, never run or answered a second time.
+    message delivered again) is dropped, never run or answered a second time. When
+    Redis does not answer (after the client's bounded retries) nothing can be
+    recorded: the jobs stay queued or running, and their messages, put back, run
+    them again once it does.
     """
     photos, refused = received_photos(deliveries)
     replies = {photo.job_id: photo.reply_to for photo in photos if photo.reply_to}
     try:
         runnable = set(jobs.mark_running([photo.job_id for photo in photos]))
         photos = [photo for photo in photos if photo.job_id in runnable]
-        results, errors = classify(photos, runtime, storage, max_pixels, batch_size)
-    except Exception:
-        failed = dict.fromkeys([photo.job_id for photo in photos], WORKER_ERROR)
-        jobs.finish({}, failed | refused, replies)
-        raise
-    jobs.finish(results, errors | refused, replies)
-    count_batch(jobs.redis, len(photos) + len(refused))
+        try:
+            results, errors = classify(photos, runtime, storage, max_pixels, batch_size)
+        except Exception:
+            failed = dict.fromkeys([photo.job_id for photo in photos], WORKER_ERROR)
+            jobs.finish({}, failed | refused, replies)
+            raise
+        jobs.finish(results, errors | refused, replies)
+        count_batch(jobs.redis, len(photos) + len(refused))
+    except RedisError as exc:
+        log.warning("The job store did not answer (%s); the batch goes back to the queue.", exc)
+        return False
+    return True

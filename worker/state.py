@@ -12,15 +12,19 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
-from redis import Redis
-
-from common.heartbeat import start_heartbeat
+from common.heartbeat import retire, start_heartbeat
 from common.jobs import JobStore
+from common.redis_client import bounded_redis
 from common.registry import ModelRegistry
 from common.settings import Settings
 from common.storage import Storage, storage_from_settings
 from worker.housekeeping import start_upload_sweeper
 from worker.models import ServedModels, watch_activations
+
+# Each attempt of a worker's Redis call, and how many more after a failure: about
+# 6 s of waiting between attempts in all.
+WORKER_REDIS_TIMEOUT_S = 5.0
+WORKER_REDIS_RETRIES = 8
 
 
 @dataclass
@@ -32,6 +36,9 @@ class WorkerState:
     models: ServedModels
     storage: Storage
     jobs: JobStore
+    # Its heartbeat's name, also in the jobs it starts: unique among every worker
+    # process on every host.
+    name: str
     background: list[threading.Event] = field(default_factory=list)
     # The queues this worker consumes, known once Celery has set the worker up.
     queues: list[str] = field(default_factory=list)
@@ -45,16 +52,13 @@ class WorkerState:
             registry, settings.var_dir / "model-cache", accelerated=settings.accelerate == "onnx"
         )
         models.refresh()
-        redis = Redis.from_url(settings.redis_url)
-        jobs = JobStore(redis, settings.result_ttl_s)
-        state = cls(settings, models, storage_from_settings(settings), jobs)
+        # Long enough to ride out a restart of the private Redis (a second or two).
+        redis = bounded_redis(settings.redis_url, WORKER_REDIS_TIMEOUT_S, WORKER_REDIS_RETRIES)
+        name = f"{socket.gethostname()}:{os.getpid()}"
+        jobs = JobStore(redis, settings.result_ttl_s, worker=name)
+        state = cls(settings, models, storage_from_settings(settings), jobs, name)
         state.background += [
-            start_heartbeat(
-                redis,
-                f"{socket.gethostname()}:{os.getpid()}",
-                state.heartbeat_info,
-                settings.heartbeat_interval_s,
-            ),
+            start_heartbeat(redis, state.name, state.heartbeat_info, settings.heartbeat_interval_s),
             watch_activations(redis, models, settings.heartbeat_interval_s),
         ]
         return state
@@ -75,8 +79,11 @@ class WorkerState:
             self.background.append(start_upload_sweeper(self.storage, self.settings))
 
     def stop(self) -> None:
+        """Stop the background threads and leave ``/readyz`` at once, not after the
+        heartbeat expires."""
         for switch in self.background:
             switch.set()
+        retire(self.jobs.redis, self.name)
 
 
 _current: WorkerState | None = None

@@ -3,10 +3,15 @@ worker's state. Models load once per process (``worker.state``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from celery import Task
+from celery.exceptions import Reject
 from celery.signals import celeryd_after_setup, worker_init, worker_shutdown
 from celery.worker import WorkController
 from celery_batches import SimpleRequest
+from redis import RedisError
 
 from common.messages import EVALUATE_QUEUE, Evaluate, EvaluateChunk, ValidateModel
 from common.settings import Settings
@@ -42,10 +47,22 @@ def stop_worker_state(**_: object) -> None:
     state.current().stop()
 
 
+@contextmanager
+def requeued_if_redis_fails() -> Iterator[None]:
+    """A task that meets Redis down goes back to the queue instead of being
+    acknowledged as failed: its job could not even be marked failed, and an
+    evaluation missing a chunk would never finish. Each task runs again harmlessly
+    (job states move forward only; a chunk counts once)."""
+    try:
+        yield
+    except RedisError as exc:
+        raise Reject(exc, requeue=True) from exc
+
+
 @app.task(**predict_task_options(settings))
-def predict(requests: list[SimpleRequest]) -> None:
+def predict(requests: list[SimpleRequest]) -> bool:
     worker = state.current()
-    inference.answer_batch(
+    return inference.answer_batch(
         [(request.args, request.kwargs) for request in requests],
         # One reference for the whole batch: an activation meanwhile applies to the next.
         worker.models.active,
@@ -59,7 +76,7 @@ def predict(requests: list[SimpleRequest]) -> None:
 @app.task(name=Evaluate.task, bind=True)
 def evaluate(self: Task, *args: object, **fields: object) -> None:
     worker, job_id = state.current(), self.request.id
-    with worker.jobs.failed_on_error(job_id):
+    with requeued_if_redis_fails(), worker.jobs.failed_on_error(job_id):
         message = Evaluate.received(args, fields)
         evaluation.start(
             job_id, message, worker.storage, worker.jobs, settings,
@@ -75,7 +92,7 @@ def evaluate_chunk(*args: object, **fields: object) -> None:
     predict.answer_held()
     worker = state.current()
     message = EvaluateChunk.received(args, fields)
-    with worker.jobs.failed_on_error(message.job_id):
+    with requeued_if_redis_fails(), worker.jobs.failed_on_error(message.job_id):
         evaluation.run_chunk(message, worker.models.runtime, worker.storage, worker.jobs, settings)
 
 
@@ -83,6 +100,7 @@ def evaluate_chunk(*args: object, **fields: object) -> None:
 def validate_model(self: Task, *args: object, **fields: object) -> None:
     predict.answer_held()
     worker, job_id = state.current(), self.request.id
-    with worker.jobs.failed_on_error(job_id):
-        message = ValidateModel.received(args, fields)
-    validation.run(job_id, message.version, worker.models.registry, worker.jobs)
+    with requeued_if_redis_fails():
+        with worker.jobs.failed_on_error(job_id):
+            message = ValidateModel.received(args, fields)
+        validation.run(job_id, message.version, worker.models.registry, worker.jobs)
