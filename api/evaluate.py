@@ -42,7 +42,7 @@ def evaluate():
         dataset_key = _store_zip()
     if dataset_key is None:
         raise APIError(400, "missing_field", "Send the zip as multipart 'file' or a 'dataset_url'.")
-    jobs = services.jobs()
-    job_id = jobs.create("evaluate")
-    Evaluate(dataset_key=dataset_key, split=split).send(services.celery(), job_id)
+    message = Evaluate(dataset_key=dataset_key, split=split)
+    job_id = services.jobs().create("evaluate", message)
+    message.send(services.celery(), job_id)
     return queued_response(job_id)

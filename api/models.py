@@ -143,8 +143,9 @@ def revalidate(version: str):
 
 def _queue_validation(version: str):
     jobs = services.jobs()
-    job_id = jobs.create("validate_model", version=version)
-    ValidateModel(version=version).send(services.celery(), job_id)
+    message = ValidateModel(version=version)
+    job_id = jobs.create("validate_model", message, version=version)
+    message.send(services.celery(), job_id)
     body, status = queued_response(job_id)
     return {**body, "version": version, "state": "validating"}, status
 

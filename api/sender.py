@@ -27,6 +27,12 @@ class _Handover:
     error: BaseException | None = None
 
 
+def record(photo: Photo) -> dict[str, str]:
+    """The job record's fields of a photo: where it is shown, and its own message,
+    sent again alone if the broker loses the group's."""
+    return {"image_url": photo.image_url, "message": Predict.of([photo]).recorded()}
+
+
 class PhotoSender:
     """The process's sender thread; create it after the process forks."""
 
@@ -56,9 +62,7 @@ class PhotoSender:
             while len(group) < self._max_group and not self._waiting.empty():
                 group.append(self._waiting.get())
             try:
-                self._jobs.create_all(
-                    "predict", {h.photo.job_id: {"image_url": h.photo.image_url} for h in group}
-                )
+                self._jobs.create_all("predict", {h.photo.job_id: record(h.photo) for h in group})
                 Predict.of([handover.photo for handover in group]).send(self._celery)
             except Exception as exc:  # each waiting request raises it
                 for handover in group:

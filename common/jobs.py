@@ -8,12 +8,21 @@ requests (``common.job_waiter``) wake at once instead of polling: on the reply
 channel of the API process that waits, or on ``ecosnap:job:<id>:done``.
 Celery's own result backend is not used: it cannot tell an unknown id from a queued
 one and has no place for the job's kind and timestamps.
+
+Each record also keeps the message that runs its job, and the job's id stays in a
+sorted set of jobs whose message may still be only in the broker (``PENDING_KEY``,
+scored by the job's last sign of progress) until a worker has it in hand. The
+broker can lose a message in one window (kombu pops it from its list, then records
+it as unacknowledged: a Redis crash in between, after the pop was written, loses it),
+so a job pending for too long has its message sent again from its record
+(``worker/redelivery.py``); job states only move forward, so a repeat is harmless.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +32,7 @@ from typing import Any
 from redis import Redis, RedisError
 
 from common.errors import Refusal
+from common.messages import Message
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 # The longest a request may wait for its job (``POST /predict?wait=``).
@@ -31,6 +41,7 @@ FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 # The error of a job the worker itself failed (not its input); the API answers it 503.
 WORKER_ERROR = {"code": "worker_error", "message": "The worker failed; the error is logged."}
 _JSON_FIELDS = ("result", "error")
+PENDING_KEY = "ecosnap:jobs:pending"
 
 
 def _key(job_id: str) -> str:
@@ -67,7 +78,7 @@ class JobStore:
         self.worker = worker
         # Check and set in one step, so two processes never both move a job on
         # (e.g. a cancel and the evaluation that finishes at the same moment).
-        self._transition = redis.register_script(
+        self._transition = self._script(
             """
             local status = redis.call('HGET', KEYS[1], 'status')
             if not status or not string.find(ARGV[1], ',' .. status .. ',', 1, true) then
@@ -78,17 +89,19 @@ class JobStore:
             """
         )
 
-        self._add_chunk = redis.register_script(
+        self._add_chunk = self._script(
             """
             if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 1 then
                 redis.call('EXPIRE', KEYS[2], ARGV[4])
+                redis.call('ZADD', '{pending}', 'XX', ARGV[5], ARGV[6])
                 redis.call('HINCRBY', KEYS[1], 'done', ARGV[3])
                 return redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
             end
             return tonumber(redis.call('HGET', KEYS[1], 'chunks_done'))
             """
         )
-        self._start = redis.register_script(
+        # ARGV: now, this worker, then the job ids of KEYS.
+        self._start = self._script(
             """
             local moved = {}
             for index, key in ipairs(KEYS) do
@@ -96,6 +109,7 @@ class JobStore:
                 if status == 'queued' or status == 'running' then
                     redis.call('HSET', key, 'status', 'running', 'started_at', ARGV[1],
                                'worker', ARGV[2])
+                    redis.call('ZREM', '{pending}', ARGV[2 + index])
                     table.insert(moved, index)
                 end
             end
@@ -104,7 +118,7 @@ class JobStore:
         )
         # ARGV: now, ttl, then per job: id, status, field, JSON value, reply channel
         # ("" for none), its own channel.
-        self._finish = redis.register_script(
+        self._finish = self._script(
             """
             local notices, channels = {}, {}
             for index, key in ipairs(KEYS) do
@@ -115,6 +129,7 @@ class JobStore:
                 if current == 'queued' or current == 'running' then
                     redis.call('HSET', key, 'status', status, field, value, 'finished_at', ARGV[1])
                     redis.call('EXPIRE', key, ARGV[2])
+                    redis.call('ZREM', '{pending}', job_id)
                     local outcome = '{"status": "' .. status .. '", "' .. field .. '": '
                         .. value .. '}'
                     if reply == '' then
@@ -135,20 +150,69 @@ class JobStore:
             """
         )
 
-    def create(self, kind: str, **fields: str) -> str:
+        # The pending jobs last seen progressing before ARGV[1], at most ARGV[3] of
+        # them, each marked as seen at ARGV[2]: one worker claims them for a while.
+        self._claim_stale = self._script(
+            """
+            local stale = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE',
+                                     'LIMIT', 0, ARGV[3])
+            for _, job_id in ipairs(stale) do
+                redis.call('ZADD', KEYS[1], ARGV[2], job_id)
+            end
+            return stale
+            """
+        )
+
+    def _script(self, source: str) -> Any:
+        """A Lua script of this store; ``{pending}`` in it names ``PENDING_KEY``."""
+        return self.redis.register_script(source.replace("{pending}", PENDING_KEY))
+
+    def create(self, kind: str, message: Message, **fields: str) -> str:
+        """A queued job that ``message`` runs, sent with the job id as its task id."""
         job_id = new_job_id()
-        self.create_all(kind, {job_id: fields})
+        self.create_all(kind, {job_id: fields | {"message": message.recorded(job_id)}})
         return job_id
 
     def create_all(self, kind: str, jobs: dict[str, dict[str, str]]) -> None:
-        """Queued records for these job ids and their fields, in one round trip."""
-        now = utc_now()
+        """Queued records for these job ids and their fields, in one round trip; the
+        fields hold the job's ``message`` (``Message.recorded``)."""
+        now, seen = utc_now(), time.time()
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id, fields in jobs.items():
                 record = {"job_id": job_id, "kind": kind, "status": "queued", "created_at": now}
                 pipe.hset(_key(job_id), mapping=record | fields)
                 pipe.expire(_key(job_id), self.ttl_s)
+            pipe.zadd(PENDING_KEY, dict.fromkeys(jobs, seen))
             pipe.execute()
+
+    def in_hand(self, job_id: str) -> None:
+        """A worker holds the job's message now (leased by the broker until it is
+        acknowledged): no need to send it again from the record."""
+        self.redis.zrem(PENDING_KEY, job_id)
+
+    def progressed(self, job_id: str) -> None:
+        """The job moved on (an evaluation started): its message is not lost."""
+        self.redis.zadd(PENDING_KEY, {job_id: time.time()}, xx=True)
+
+    def claim_stale(self, quiet_s: float, limit: int = 500) -> list[tuple[str, dict[str, str]]]:
+        """Pending jobs with no sign of progress for ``quiet_s``, with their records
+        (empty when expired); claimed for another ``quiet_s``, so that of several
+        workers looking only one sends each again."""
+        now = time.time()
+        claimed = self._claim_stale(keys=[PENDING_KEY], args=[now - quiet_s, now, limit])
+        stale = [job_id.decode() for job_id in claimed]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in stale:
+                pipe.hgetall(_key(job_id))
+            records = pipe.execute() if stale else []
+        return [
+            (job_id, {k.decode(): v.decode() for k, v in record.items()})
+            for job_id, record in zip(stale, records, strict=True)
+        ]
+
+    def forget_pending(self, job_ids: list[str]) -> None:
+        if job_ids:
+            self.redis.zrem(PENDING_KEY, *job_ids)
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         if not JOB_ID_PATTERN.match(job_id):
@@ -170,7 +234,7 @@ class JobStore:
         """
         return self._add_chunk(
             keys=[_key(job_id), _key(job_id) + ":chunks"],
-            args=[index, json.dumps(outcome), images, self.ttl_s],
+            args=[index, json.dumps(outcome), images, self.ttl_s, time.time(), job_id],
         )
 
     def chunk_recorded(self, job_id: str, index: int) -> bool:
@@ -189,6 +253,7 @@ class JobStore:
         if moved and fields.get("status") in FINISHED:
             with self.redis.pipeline() as pipe:
                 pipe.expire(_key(job_id), self.ttl_s)
+                pipe.zrem(PENDING_KEY, job_id)
                 pipe.publish(done_channel(job_id), json.dumps({"status": fields["status"]}))
                 pipe.execute()
         return moved
@@ -240,7 +305,7 @@ class JobStore:
         if not job_ids:
             return []
         moved = self._start(
-            keys=[_key(job_id) for job_id in job_ids], args=[utc_now(), self.worker]
+            keys=[_key(job_id) for job_id in job_ids], args=[utc_now(), self.worker, *job_ids]
         )
         return [job_ids[index - 1] for index in moved]
 

@@ -16,6 +16,7 @@ task id; evaluation chunks (many per job) name their job.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from functools import cache
@@ -94,10 +95,23 @@ class Message(Fields):
         return f"The {cls.task} message"
 
     def send(self, celery: TaskSender, task_id: str | None = None) -> None:
+        celery.send_task(self.task, kwargs=self._fields(), task_id=task_id)
+
+    def recorded(self, task_id: str | None = None) -> str:
+        """This message as its job's record keeps it, to send it again if the broker
+        loses it (``send_recorded``)."""
+        return json.dumps({"task": self.task, "kwargs": self._fields(), "task_id": task_id})
+
+    def _fields(self) -> dict[str, Any]:
         # The fields are JSON values already (``of`` builds photo groups as dicts):
         # no deep copy of every photo again, as ``asdict`` would make.
-        fields_sent = {field.name: getattr(self, field.name) for field in fields(self)}
-        celery.send_task(self.task, kwargs=fields_sent, task_id=task_id)
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+
+def send_recorded(celery: TaskSender, recorded: str) -> None:
+    """Send again a message kept by ``Message.recorded``."""
+    message = json.loads(recorded)
+    celery.send_task(message["task"], kwargs=message["kwargs"], task_id=message["task_id"])
 
 
 def _matches(value: Any, hint: Any) -> bool:

@@ -35,6 +35,7 @@ class Settings:
     batch_max_wait_ms: float = 10.0
     heartbeat_interval_s: float = 2.0
     broker_lease_s: float = 10.0
+    redeliver_after_s: float = 30.0
     api_threads: int = 64
     accelerate: str = "onnx"
     max_dataset_mb: float = 1024.0
@@ -54,6 +55,8 @@ class Settings:
             raise ValueError(f"API_THREADS must be more than {API_RESERVED_THREADS}.")
         if self.broker_lease_s < 3:
             raise ValueError("BROKER_LEASE_S is at least 3 seconds (renewed every third).")
+        if self.redeliver_after_s <= 0:
+            raise ValueError("REDELIVER_AFTER_S is a number of seconds.")
 
     @property
     def api_waiting_slots(self) -> int:
@@ -116,6 +119,7 @@ class Settings:
                 env.get("HEARTBEAT_INTERVAL_S", defaults.heartbeat_interval_s)
             ),
             broker_lease_s=float(env.get("BROKER_LEASE_S", defaults.broker_lease_s)),
+            redeliver_after_s=float(env.get("REDELIVER_AFTER_S", defaults.redeliver_after_s)),
             api_threads=int(env.get("API_THREADS", defaults.api_threads)),
             accelerate=env.get("ACCELERATE", defaults.accelerate),
             max_dataset_mb=float(env.get("MAX_DATASET_MB", defaults.max_dataset_mb)),

@@ -63,9 +63,7 @@ def test_a_held_message_is_leased_and_put_back_once_nobody_renews_it(redis_url):
         assert redis.llen("leased") == 1 and lease_times(redis) == []
 
 
-def test_a_message_popped_while_redis_goes_away_is_kept_and_recorded_later(
-    redis_url, monkeypatch
-):
+def test_a_message_popped_while_redis_goes_away_is_kept_and_recorded_later(redis_url, monkeypatch):
     url = redis_url.rsplit("/", 1)[0] + "/11"
     redis = Redis.from_url(url)
     redis.flushdb()

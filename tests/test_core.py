@@ -13,7 +13,7 @@ from redis import Redis
 from common.batch_stats import BATCH_SIZES_KEY, batch_sizes
 from common.jobs import JobStore
 from common.labels import CLASSES
-from common.messages import Evaluate
+from common.messages import Evaluate, Predict, ValidateModel
 from common.model_metadata import ModelMetadata
 from common.settings import Settings
 from common.storage import LocalStorage
@@ -65,7 +65,7 @@ def storage(tmp_path):
 def queued(jobs: JobStore, storage: LocalStorage, data: bytes | None = None, **fields) -> dict:
     """A queued job's photo as a message carries it (``data`` None: no stored file)."""
     key = storage.save(data, "jpg", "image/jpeg") if data is not None else "uploads/" + "0" * 32
-    job_id = jobs.create("predict")
+    job_id = jobs.create("predict", Predict(photos=[]))
     sent = {"job_id": job_id, "image_key": key, "image_url": f"http://h/{key}", "lang": "id"}
     return sent | {"reply_to": ""} | fields
 
@@ -162,9 +162,10 @@ def damaged_member_zip() -> bytes:
 def started_evaluation(jobs: JobStore, storage: LocalStorage, settings: Settings):
     """An evaluation of ``damaged_member_zip`` in chunks of 2: its job id and chunks."""
     dataset_key = storage.save(damaged_member_zip(), "zip", "application/zip")
-    job_id = jobs.create("evaluate")
+    message = Evaluate(dataset_key=dataset_key, split=None)
+    job_id = jobs.create("evaluate", message)
     chunks = []
-    evaluation.start(job_id, Evaluate(dataset_key=dataset_key, split=None), storage, jobs,
+    evaluation.start(job_id, message, storage, jobs,
                      settings, submit_chunk=chunks.append, model_version="stub-1")  # fmt: skip
     return job_id, chunks
 
@@ -216,7 +217,7 @@ class UntouchableRegistry:
 
 
 def test_a_validation_whose_job_has_finished_is_not_run_again(jobs):
-    job_id = jobs.create("validate_model", version="v2")
+    job_id = jobs.create("validate_model", ValidateModel(version="v2"), version="v2")
     jobs.transition(job_id, ("queued",), status="succeeded", result="{}")
     validation.run(job_id, "v2", UntouchableRegistry(), jobs)
     assert jobs.get(job_id)["status"] == "succeeded"

@@ -129,7 +129,7 @@ def test_a_malformed_message_fails_its_job_in_a_real_worker(stack):
     sender = Celery("other-release", set_as_current=False)
     sender.conf.update(celery_config(Settings(redis_url=stack.redis_url)))
     jobs = JobStore(Redis.from_url(stack.redis_url), 60)
-    job_id = jobs.create("predict")
+    job_id = jobs.create("predict", Predict(photos=[]))
     malformed = {"job_id": job_id, "image_key": "uploads/x.jpg", "lang": "id", "reply_to": ""}
     sender.send_task(Predict.task, kwargs={"photos": [malformed]}, task_id=None)
     beside = predict(stack, photo(seed=4))

@@ -8,7 +8,11 @@ import pytest
 from redis import Redis
 
 from common.job_waiter import JobWaiter
-from common.jobs import JobStore
+from common.jobs import PENDING_KEY, JobStore
+from common.messages import Evaluate, Predict
+from worker.redelivery import redeliver_stale
+
+NO_PHOTOS = Predict(photos=[])  # the message of a predict job these tests never send
 
 
 @pytest.fixture
@@ -18,7 +22,7 @@ def jobs(redis_url):
 
 
 def test_a_job_moves_from_queued_to_succeeded(jobs):
-    job_id = jobs.create("predict", image_url="u")
+    job_id = jobs.create("predict", NO_PHOTOS, image_url="u")
     assert jobs.get(job_id)["status"] == "queued"
     jobs.mark_running([job_id])
     assert jobs.get(job_id)["status"] == "running"
@@ -30,7 +34,7 @@ def test_a_job_moves_from_queued_to_succeeded(jobs):
 
 
 def test_finish_records_failures(jobs):
-    ok, bad = jobs.create("predict"), jobs.create("predict")
+    ok, bad = jobs.create("predict", NO_PHOTOS), jobs.create("predict", NO_PHOTOS)
     jobs.finish({ok: {"label": "Logam"}}, {bad: {"code": "corrupt_image", "message": "m"}})
     assert jobs.get(bad)["error"]["code"] == "corrupt_image"
     assert jobs.get(ok)["result"] == {"label": "Logam"}
@@ -38,7 +42,7 @@ def test_finish_records_failures(jobs):
 
 def test_every_waiter_on_a_job_wakes_with_its_outcome(jobs):
     waiter = JobWaiter(jobs)
-    job_id = jobs.create("predict")
+    job_id = jobs.create("predict", NO_PHOTOS)
     answers = []
     with ExitStack() as expecting:
         waits = [expecting.enter_context(waiter.expect(job_id)) for _ in range(3)]
@@ -53,10 +57,10 @@ def test_every_waiter_on_a_job_wakes_with_its_outcome(jobs):
 
 def test_an_expectation_times_out_and_a_status_only_notice_reads_the_record(jobs):
     waiter = JobWaiter(jobs)
-    pending = jobs.create("predict")
+    pending = jobs.create("predict", NO_PHOTOS)
     with waiter.expect(pending) as wait:
         assert wait(0.2) is None
-    evaluation = jobs.create("evaluate")
+    evaluation = jobs.create("evaluate", Evaluate(dataset_key="d", split=None))
     with waiter.expect(evaluation) as wait:
         assert jobs.cancel(evaluation)
         record = wait(20)
@@ -68,7 +72,7 @@ def test_a_batch_is_announced_once_on_the_reply_channel_of_the_waiting_process(j
     listener = jobs.redis.pubsub(ignore_subscribe_messages=True)
     listener.subscribe(waiter.reply_channel)
     listener.get_message(timeout=5)
-    ok, bad = jobs.create("predict"), jobs.create("predict")
+    ok, bad = jobs.create("predict", NO_PHOTOS), jobs.create("predict", NO_PHOTOS)
     with waiter.expect(ok) as wait_ok, waiter.expect(bad) as wait_bad:
         replies = dict.fromkeys((ok, bad), waiter.reply_channel)
         jobs.finish({ok: {"label": "Kaca"}}, {bad: {"code": "corrupt_image", "message": "m"}},
@@ -85,7 +89,7 @@ def test_a_batch_is_announced_once_on_the_reply_channel_of_the_waiting_process(j
 
 
 def test_only_queued_or_running_jobs_run_and_a_finished_one_keeps_its_outcome(jobs):
-    queued, running, done = (jobs.create("predict") for _ in range(3))
+    queued, running, done = (jobs.create("predict", NO_PHOTOS) for _ in range(3))
     jobs.mark_running([running])
     jobs.finish({done: {"label": "Kaca"}}, {})
     gone = "f" * 32  # expired: no record
@@ -98,3 +102,32 @@ def test_only_queued_or_running_jobs_run_and_a_finished_one_keeps_its_outcome(jo
     jobs.finish({}, {done: {"code": "worker_error", "message": "late"}})
     assert jobs.get(done)["result"] == {"label": "Kaca"} and "error" not in jobs.get(done)
     assert listener.get_message(timeout=0.5) is None  # announced once, not again
+
+
+class RecordingSender:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict, str | None]] = []
+
+    def send_task(self, name: str, *, kwargs: dict, task_id: str | None) -> None:
+        self.sent.append((name, kwargs, task_id))
+
+
+def test_a_job_whose_message_made_no_progress_is_sent_again_from_its_record(jobs):
+    jobs.redis.delete(PENDING_KEY)
+    evaluate = Evaluate(dataset_key="uploads/d.zip", split=None)
+    lost, started, finished = (jobs.create("evaluate", evaluate) for _ in range(3))
+    photo = jobs.create("predict", NO_PHOTOS)
+    jobs.mark_running([photo])  # in a worker's hands: leased by the broker instead
+    jobs.transition(started, ("queued",), status="running")
+    jobs.transition(finished, ("queued",), status="succeeded", finished_at="t")
+    sender = RecordingSender()
+    assert redeliver_stale(jobs, sender, quiet_s=60) == 0  # nothing is that old yet
+    for job_id, seen in jobs.redis.zrange(PENDING_KEY, 0, -1, withscores=True):
+        jobs.redis.zadd(PENDING_KEY, {job_id: seen - 120})  # two minutes later...
+    jobs.progressed(started)  # ...the running evaluation has just recorded a chunk
+    assert redeliver_stale(jobs, sender, quiet_s=60) == 1
+    assert sender.sent == [(Evaluate.task, {"dataset_key": "uploads/d.zip", "split": None}, lost)]
+    # Claimed: the next look (another worker's, say) does not send it again at once.
+    assert redeliver_stale(jobs, sender, quiet_s=60) == 0
+    assert jobs.redis.zscore(PENDING_KEY, finished) is None
+    assert jobs.redis.zscore(PENDING_KEY, photo) is None

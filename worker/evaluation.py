@@ -100,6 +100,7 @@ def start(
         unmatched_folders=json.dumps(plan.unmatched_folders),
         model_version=model_version,
     ):
+        jobs.progressed(job_id)
         pending = range(len(chunks))
     else:
         # This message came again: the worker that started the job may have died

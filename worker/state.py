@@ -18,8 +18,10 @@ from common.redis_client import bounded_redis
 from common.registry import ModelRegistry
 from common.settings import Settings
 from common.storage import Storage, storage_from_settings
+from worker.celery import app
 from worker.housekeeping import start_upload_sweeper
 from worker.models import ServedModels, watch_activations
+from worker.redelivery import start_redelivery
 
 # Each attempt of a worker's Redis call, and how many more after a failure: about
 # 6 s of waiting between attempts in all.
@@ -30,7 +32,8 @@ WORKER_REDIS_RETRIES = 8
 @dataclass
 class WorkerState:
     """The models this process serves, its storage and job store, and the stop
-    switches of its background threads (heartbeat, activation watcher, sweeper)."""
+    switches of its background threads (heartbeat, activation watcher, redelivery of
+    lost messages, upload sweeper)."""
 
     settings: Settings
     models: ServedModels
@@ -60,6 +63,7 @@ class WorkerState:
         state.background += [
             start_heartbeat(redis, state.name, state.heartbeat_info, settings.heartbeat_interval_s),
             watch_activations(redis, models, settings.heartbeat_interval_s),
+            start_redelivery(jobs, app, settings.redeliver_after_s),
         ]
         return state
 

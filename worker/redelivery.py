@@ -1,0 +1,50 @@
+"""Sending again the messages the broker lost.
+
+Every job's record keeps the message that runs it (``common/jobs.py``). A job whose
+message may still be only in the broker and that shows no progress for
+``REDELIVER_AFTER_S`` is sent again from its record: a photo, an evaluation or a
+validation still queued, and an evaluation whose chunks stopped being recorded (its
+start, sent again, sends the chunks not yet recorded). Job states only move
+forward and chunks count once, so a message that was only slow runs harmlessly
+twice. Every worker looks every third of that time; a claim in Redis lets one of
+them send each job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from redis import RedisError
+
+from common.jobs import JobStore
+from common.messages import TaskSender, send_recorded
+from common.periodic import run_every
+
+log = logging.getLogger(__name__)
+
+
+def redeliver_stale(jobs: JobStore, celery: TaskSender, quiet_s: float) -> int:
+    """Send again the jobs pending with no progress for ``quiet_s``; how many."""
+    sent, settled = 0, []
+    for job_id, record in jobs.claim_stale(quiet_s):
+        if record.get("status") in ("queued", "running") and "message" in record:
+            send_recorded(celery, record["message"])
+            sent += 1
+        else:  # finished meanwhile, or expired
+            settled.append(job_id)
+    jobs.forget_pending(settled)
+    if sent:
+        log.warning("Sent again %d jobs that made no progress for %g s: the broker may have "
+                    "lost their messages.", sent, quiet_s)  # fmt: skip
+    return sent
+
+
+def start_redelivery(jobs: JobStore, celery: TaskSender, quiet_s: float) -> threading.Event:
+    def look() -> None:
+        try:
+            redeliver_stale(jobs, celery, quiet_s)
+        except RedisError as exc:  # Redis is restarting: the next look sends them
+            log.info("Could not look for lost messages: %s", exc)
+
+    return run_every(quiet_s / 3, look, "ecosnap-redelivery", start_now=False)
