@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast lint demo-model bench bench-peers clean
+.PHONY: run test test-fast lint demo-model bench bench-peers reliability clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The fault-injection suite, writing what it measured to docs/RELIABILITY.md.
+reliability: $(STAMP)
+	$(BIN)/python -m pytest tests/test_faults.py --reliability-report docs/RELIABILITY.md
 
 # Rebuilds the shipped demo model from scratch, deterministically.
 demo-model: $(STAMP)

@@ -116,7 +116,7 @@ def run_stack(
         for n, log in enumerate(worker_logs)
     ]
     api_log = var_dir / "api.log"
-    processes.append(start_api(env, port, workers=1, threads=16, log_path=api_log))
+    processes.append(start_api(env, port, workers=1, log_path=api_log))
     stack = Stack(f"http://127.0.0.1:{port}", var_dir, [*worker_logs, api_log], redis_url)
     try:
         wait_until(

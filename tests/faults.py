@@ -318,7 +318,7 @@ class Outcome:
             without_answer=sum(1 for a in clients.attempts if a.status is None
                                or (a.status >= 500 and not (a.status == 503 and a.retry_after))),
             refused_503=sum(1 for a in clients.attempts if a.status == 503 and a.retry_after),
-            recovery_s=round(max(before), 1) if before else None,
+            recovery_s=round(max(0.0, *before), 1) if before else None,
             measured=measured,
         )  # fmt: skip
 
@@ -345,7 +345,7 @@ def render(outcomes: list[Outcome]) -> str:
         "What the service promises under each fault, and what the fault-injection suite",
         "(`tests/test_faults.py`, real processes: Redis, Celery workers, gunicorn) measured",
         "in its last run. Regenerate with `make reliability`, which runs the suite and",
-        "rewrites this file.",
+        "rewrites this file. How each promise is kept: the README's Reliability section.",
         "",
         "- **accepted**: jobs whose id a client learnt (a 200 with the result, or a 202);",
         "- **lost**: accepted jobs not finished (succeeded or failed) once the fault was over;",

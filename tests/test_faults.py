@@ -23,6 +23,7 @@ import requests
 
 from common.messages import EVALUATE_QUEUE
 from common.processes import stop, wait_until
+from common.settings import Settings
 from tests.conftest import photo
 from tests.faults import (
     Clients,
@@ -173,7 +174,9 @@ def test_redis_killed_and_started_again_on_its_append_only_file(tmp_path, reliab
     reliability.append(outcome)
     outcome.assert_kept()
     assert outcome.refused_503 > 0, "requests during the outage are refused with 503"
-    assert outcome.accepted > 0 and outcome.recovery_s <= RECOVERY_S, outcome
+    # A message the broker lost in the crash is sent again from its job's record.
+    redelivered_within_s = Settings().redeliver_after_s * 4 / 3 + RECOVERY_S
+    assert outcome.accepted > 0 and outcome.recovery_s <= redelivered_within_s, outcome
 
 
 def test_the_api_stopped_with_clients_waiting_answers_each_of_them(tmp_path, reliability):
