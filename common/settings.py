@@ -23,6 +23,8 @@ class Settings:
     """What a deployment can change; the defaults run everything on one machine."""
 
     redis_url: str | None = None
+    # How the private Redis of `ecosnap up` syncs its append-only file (see README).
+    redis_appendfsync: str = "always"
     model_path: Path = DEFAULT_MODEL_PATH
     var_dir: Path = DEFAULT_VAR_DIR
     gcs_bucket: str | None = None
@@ -49,6 +51,8 @@ class Settings:
     max_model_mb: float = 200.0
 
     def __post_init__(self) -> None:
+        if self.redis_appendfsync not in ("always", "everysec"):
+            raise ValueError("REDIS_APPENDFSYNC is always or everysec.")
         if self.upload_retention_s < 0:
             raise ValueError("UPLOAD_RETENTION_S is 0 (keep uploads) or a number of seconds.")
         if self.api_threads <= API_RESERVED_THREADS:
@@ -102,6 +106,7 @@ class Settings:
         result_ttl_s = int(env.get("RESULT_TTL_S", defaults.result_ttl_s))
         return cls(
             redis_url=env.get("REDIS_URL") or None,
+            redis_appendfsync=env.get("REDIS_APPENDFSYNC", defaults.redis_appendfsync),
             model_path=Path(env.get("MODEL_PATH", defaults.model_path)),
             var_dir=Path(env.get("ECOSNAP_VAR_DIR", defaults.var_dir)),
             gcs_bucket=env.get("GCS_BUCKET") or None,
