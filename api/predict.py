@@ -14,7 +14,7 @@ from api.jobs import queued_response
 from common.jobs import MAX_WAIT_S, new_job_id
 from common.labels import DEFAULT_LANGUAGE, LANGUAGES
 from common.messages import Photo
-from common.preprocessing import ALLOWED_FORMATS, FILE_EXTENSIONS, verify_image
+from common.preprocessing import ALLOWED_FORMATS, FILE_EXTENSIONS, ImageLimits, verify_image
 
 bp = Blueprint("predict", __name__)
 
@@ -41,16 +41,23 @@ def wait_seconds() -> float:
     return value
 
 
-def store_upload(upload: FileStorage) -> tuple[str, str]:
-    """Check the uploaded photo and store it under a generated name."""
+def store_upload(upload: FileStorage, job_id: str) -> tuple[str, str]:
+    """Check the uploaded photo and store it, named after its job.
+
+    What the file carries after the image's own end (an HTML page, a phone's
+    trailer) is cut off rather than the photo re-encoded: cutting needs no decode,
+    and the pixels the model sees stay the client's.
+    """
     settings = services.settings()
     data = upload.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise RequestEntityTooLarge()
-    image_format = verify_image(data, settings.max_image_pixels)
+    image = verify_image(data, ImageLimits.from_settings(settings))
     storage = services.storage()
-    key = storage.save(data, FILE_EXTENSIONS[image_format], ALLOWED_FORMATS[image_format])
-    return key, storage.public_url(key, request.host_url)
+    key = storage.save(
+        image.data, FILE_EXTENSIONS[image.format], ALLOWED_FORMATS[image.format], name=job_id
+    )
+    return key, storage.public_url(key, settings.base_url)
 
 
 @bp.post("/predict")
@@ -62,17 +69,16 @@ def predict():
     url = inputs.url_field("url")
     if upload is not None and url is not None:
         raise APIError(400, "ambiguous_input", "Send either a file or a url, not both.")
+    job_id = new_job_id()
     if upload is not None:
-        image_key, image_url = store_upload(upload)
+        image_key, image_url = store_upload(upload, job_id)
     elif url is not None:
         image_key = inputs.bucket_object(url, settings.max_upload_bytes, "image_not_found")
-        image_url = services.storage().public_url(image_key, request.host_url)
+        image_url = services.storage().public_url(image_key, settings.base_url)
     else:
         raise APIError(
             400, "missing_field", "Send the photo as multipart field 'file' or a bucket 'url'."
         )
-
-    job_id = new_job_id()
     photo = partial(Photo, job_id=job_id, image_key=image_key, image_url=image_url, lang=lang)
     slots = services.waiting_slots()
     if wait_s and slots.acquire(blocking=False):

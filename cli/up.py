@@ -3,7 +3,6 @@ each started again when it dies."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -109,4 +108,4 @@ def up(port: int, startup_timeout_s: float = 180.0) -> int:
 
 
 def default_port() -> int:
-    return int(os.environ.get("PORT", "8080"))
+    return Settings.from_env().port

@@ -10,8 +10,9 @@ Celery's own result backend is not used: it cannot tell an unknown id from a que
 one and has no place for the job's kind and timestamps.
 
 Each record also keeps the message that runs its job, and the job's id stays in a
-sorted set of jobs whose message may still be only in the broker (``PENDING_KEY``,
-scored by the job's last sign of progress) until a worker has it in hand. The
+sorted set of its kind's jobs whose message may still be only in the broker
+(``pending_key``, scored by the job's last sign of progress) until a worker has it
+in hand; the sets' sizes are the queues' backlogs (``api/admission.py``). The
 broker can lose a message in one window (kombu pops it from its list, then records
 it as unacknowledged: a Redis crash in between, after the pop was written, loses it),
 so a job pending for too long has its message sent again from its record
@@ -41,7 +42,23 @@ FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 # The error of a job the worker itself failed (not its input); the API answers it 503.
 WORKER_ERROR = {"code": "worker_error", "message": "The worker failed; the error is logged."}
 _JSON_FIELDS = ("result", "error")
-PENDING_KEY = "ecosnap:jobs:pending"
+KINDS = ("predict", "evaluate", "validate_model")
+# A photo started this many times without an outcome (its worker died every time)
+# fails, instead of taking down the next worker too.
+MAX_STARTS = 3
+GAVE_UP = {
+    "code": WORKER_ERROR["code"],
+    "message": f"The photo was started {MAX_STARTS} times and its worker stopped each time.",
+}
+
+
+class QueueFull(Exception):
+    """No room for another job of this kind now."""
+
+
+def pending_key(kind: str) -> str:
+    """The sorted set of ``kind``'s jobs whose message may still be only in the broker."""
+    return f"ecosnap:jobs:pending:{kind}"
 
 
 def _key(job_id: str) -> str:
@@ -93,27 +110,33 @@ class JobStore:
             """
             if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 1 then
                 redis.call('EXPIRE', KEYS[2], ARGV[4])
-                redis.call('ZADD', '{pending}', 'XX', ARGV[5], ARGV[6])
+                redis.call('ZADD', '{pending:evaluate}', 'XX', ARGV[5], ARGV[6])
                 redis.call('HINCRBY', KEYS[1], 'done', ARGV[3])
                 return redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
             end
             return tonumber(redis.call('HGET', KEYS[1], 'chunks_done'))
             """
         )
-        # ARGV: now, this worker, then the job ids of KEYS.
+        # ARGV: now, this worker, the most starts, then the job ids of KEYS. Returns
+        # the indices of the jobs that may run and of those started too often.
         self._start = self._script(
             """
-            local moved = {}
+            local moved, exhausted = {}, {}
             for index, key in ipairs(KEYS) do
                 local status = redis.call('HGET', key, 'status')
                 if status == 'queued' or status == 'running' then
-                    redis.call('HSET', key, 'status', 'running', 'started_at', ARGV[1],
-                               'worker', ARGV[2])
-                    redis.call('ZREM', '{pending}', ARGV[2 + index])
-                    table.insert(moved, index)
+                    redis.call('ZREM', '{pending:predict}', ARGV[3 + index])
+                    redis.call('HDEL', key, 'message')
+                    if redis.call('HINCRBY', key, 'starts', 1) > tonumber(ARGV[3]) then
+                        table.insert(exhausted, index)
+                    else
+                        redis.call('HSET', key, 'status', 'running', 'started_at', ARGV[1],
+                                   'worker', ARGV[2])
+                        table.insert(moved, index)
+                    end
                 end
             end
-            return moved
+            return {moved, exhausted}
             """
         )
         # ARGV: now, ttl, then per job: id, status, field, JSON value, reply channel
@@ -129,7 +152,8 @@ class JobStore:
                 if current == 'queued' or current == 'running' then
                     redis.call('HSET', key, 'status', status, field, value, 'finished_at', ARGV[1])
                     redis.call('EXPIRE', key, ARGV[2])
-                    redis.call('ZREM', '{pending}', job_id)
+                    redis.call('ZREM', '{pending:predict}', job_id)
+                    redis.call('HDEL', key, 'message')
                     local outcome = '{"status": "' .. status .. '", "' .. field .. '": '
                         .. value .. '}'
                     if reply == '' then
@@ -163,15 +187,36 @@ class JobStore:
             """
         )
 
-    def _script(self, source: str) -> Any:
-        """A Lua script of this store; ``{pending}`` in it names ``PENDING_KEY``."""
-        return self.redis.register_script(source.replace("{pending}", PENDING_KEY))
+        # Room for one more pending job: its place is taken at once, or 0.
+        self._admit = self._script(
+            """
+            if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+                return 0
+            end
+            return redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+            """
+        )
 
-    def create(self, kind: str, message: Message, **fields: str) -> str:
-        """A queued job that ``message`` runs, sent with the job id as its task id."""
+    def _script(self, source: str) -> Any:
+        """A Lua script of this store; ``{pending:KIND}`` in it names ``pending_key(KIND)``."""
+        for kind in KINDS:
+            source = source.replace(f"{{pending:{kind}}}", pending_key(kind))
+        return self.redis.register_script(source)
+
+    def create(self, kind: str, message: Message, limit: int | None = None, **fields: str) -> str:
+        """A queued job that ``message`` runs, sent with the job id as its task id;
+        ``QueueFull`` if ``limit`` jobs of its kind are pending already."""
         job_id = new_job_id()
+        if limit is not None and not self._admit(
+            keys=[pending_key(kind)], args=[limit, time.time(), job_id]
+        ):
+            raise QueueFull(kind)
         self.create_all(kind, {job_id: fields | {"message": message.recorded(job_id)}})
         return job_id
+
+    def pending(self, kind: str) -> int:
+        """How many jobs of ``kind`` are pending: the backlog of its queue."""
+        return self.redis.zcard(pending_key(kind))
 
     def create_all(self, kind: str, jobs: dict[str, dict[str, str]]) -> None:
         """Queued records for these job ids and their fields, in one round trip; the
@@ -182,25 +227,34 @@ class JobStore:
                 record = {"job_id": job_id, "kind": kind, "status": "queued", "created_at": now}
                 pipe.hset(_key(job_id), mapping=record | fields)
                 pipe.expire(_key(job_id), self.ttl_s)
-            pipe.zadd(PENDING_KEY, dict.fromkeys(jobs, seen))
+            pipe.zadd(pending_key(kind), dict.fromkeys(jobs, seen))
             pipe.execute()
 
-    def in_hand(self, job_id: str) -> None:
+    def in_hand(self, kind: str, job_id: str) -> None:
         """A worker holds the job's message now (leased by the broker until it is
         acknowledged): no need to send it again from the record."""
-        self.redis.zrem(PENDING_KEY, job_id)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(pending_key(kind), job_id)
+            pipe.hdel(_key(job_id), "message")
+            pipe.execute()
 
     def progressed(self, job_id: str) -> None:
-        """The job moved on (an evaluation started): its message is not lost."""
-        self.redis.zadd(PENDING_KEY, {job_id: time.time()}, xx=True)
+        """An evaluation moved on (it started, or recorded a chunk): its messages are
+        not lost."""
+        self.redis.zadd(pending_key("evaluate"), {job_id: time.time()}, xx=True)
 
     def claim_stale(self, quiet_s: float, limit: int = 500) -> list[tuple[str, dict[str, str]]]:
         """Pending jobs with no sign of progress for ``quiet_s``, with their records
         (empty when expired); claimed for another ``quiet_s``, so that of several
         workers looking only one sends each again."""
         now = time.time()
-        claimed = self._claim_stale(keys=[PENDING_KEY], args=[now - quiet_s, now, limit])
-        stale = [job_id.decode() for job_id in claimed]
+        stale = [
+            job_id.decode()
+            for kind in KINDS
+            for job_id in self._claim_stale(
+                keys=[pending_key(kind)], args=[now - quiet_s, now, limit]
+            )
+        ]
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in stale:
                 pipe.hgetall(_key(job_id))
@@ -212,7 +266,10 @@ class JobStore:
 
     def forget_pending(self, job_ids: list[str]) -> None:
         if job_ids:
-            self.redis.zrem(PENDING_KEY, *job_ids)
+            with self.redis.pipeline(transaction=False) as pipe:
+                for kind in KINDS:
+                    pipe.zrem(pending_key(kind), *job_ids)
+                pipe.execute()
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         if not JOB_ID_PATTERN.match(job_id):
@@ -253,7 +310,9 @@ class JobStore:
         if moved and fields.get("status") in FINISHED:
             with self.redis.pipeline() as pipe:
                 pipe.expire(_key(job_id), self.ttl_s)
-                pipe.zrem(PENDING_KEY, job_id)
+                pipe.hdel(_key(job_id), "message")
+                for kind in KINDS:
+                    pipe.zrem(pending_key(kind), job_id)
                 pipe.publish(done_channel(job_id), json.dumps({"status": fields["status"]}))
                 pipe.execute()
         return moved
@@ -294,8 +353,9 @@ class JobStore:
     def get_blob(self, job_id: str, name: str) -> bytes | None:
         return self.redis.get(f"{_key(job_id)}:{name}") if JOB_ID_PATTERN.match(job_id) else None
 
-    def mark_running(self, job_ids: list[str]) -> list[str]:
-        """Move these jobs to ``running``; returns those that may run.
+    def mark_running(self, job_ids: list[str]) -> tuple[list[str], list[str]]:
+        """Move these jobs to ``running``; returns those that may run, and those
+        started ``MAX_STARTS`` times already (to fail with ``GAVE_UP``).
 
         A job runs when it is queued, or running already (its message came back after
         a worker died holding it). A finished job is never run again, and one whose
@@ -303,11 +363,12 @@ class JobStore:
         is dropped.
         """
         if not job_ids:
-            return []
-        moved = self._start(
-            keys=[_key(job_id) for job_id in job_ids], args=[utc_now(), self.worker, *job_ids]
+            return [], []
+        moved, exhausted = self._start(
+            keys=[_key(job_id) for job_id in job_ids],
+            args=[utc_now(), self.worker, MAX_STARTS, *job_ids],
         )
-        return [job_ids[index - 1] for index in moved]
+        return [job_ids[i - 1] for i in moved], [job_ids[i - 1] for i in exhausted]
 
     def finish(
         self,

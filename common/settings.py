@@ -25,12 +25,18 @@ class Settings:
     redis_url: str | None = None
     # How the private Redis of `ecosnap up` syncs its append-only file (see README).
     redis_appendfsync: str = "always"
+    # The private Redis's memory bound (it refuses writes past it, never evicts).
+    redis_maxmemory_mb: int = 1024
     model_path: Path = DEFAULT_MODEL_PATH
     var_dir: Path = DEFAULT_VAR_DIR
     gcs_bucket: str | None = None
     storage_timeout_s: float = 5.0
     max_upload_mb: float = 10.0
     max_image_megapixels: float = 50.0
+    # The most memory one image may take once decoded (pixels x bands x bytes).
+    max_decoded_mb: float = 100.0
+    # How much memory a worker's decoding threads may hold at once.
+    decode_budget_mb: float = 300.0
     result_ttl_s: int = 24 * 3600
     upload_retention_s: int = 24 * 3600  # from_env: RESULT_TTL_S unless set
     batch_max_size: int = 32
@@ -48,6 +54,23 @@ class Settings:
     registry_root: Path | None = None
     model_name: str = "waste-classifier"
     admin_api_key: str | None = None
+    # Named API keys (``name=key`` pairs, comma-separated) or a file of them; unset:
+    # no keys needed (local use).
+    api_keys: str | None = None
+    api_keys_file: Path | None = None
+    # Per key, or per client address without keys; "" turns a limit off.
+    rate_limit_photos: str = "50 per second"
+    rate_limit_datasets: str = "20 per hour"
+    # Photos queued at most: 0 sizes it from what the live workers answer in
+    # QUEUE_BACKLOG_S seconds.
+    max_queued_photos: int = 0
+    queue_backlog_s: float = 5.0
+    # Evaluations running or queued at once.
+    max_evaluations: int = 2
+    # Where clients reach the API: stored photo URLs are built from it, never from the
+    # request's Host header. Unset: http://127.0.0.1:PORT.
+    public_base_url: str | None = None
+    port: int = 8080
     max_model_mb: float = 200.0
 
     def __post_init__(self) -> None:
@@ -59,6 +82,10 @@ class Settings:
             raise ValueError(f"API_THREADS must be more than {API_RESERVED_THREADS}.")
         if self.broker_lease_s < 3:
             raise ValueError("BROKER_LEASE_S is at least 3 seconds (renewed every third).")
+        if self.decode_budget_mb < self.max_decoded_mb:
+            raise ValueError("DECODE_BUDGET_MB must hold at least one MAX_DECODED_MB image.")
+        if self.max_evaluations < 1:
+            raise ValueError("MAX_EVALUATIONS is at least 1.")
         if self.redeliver_after_s <= 0:
             raise ValueError("REDELIVER_AFTER_S is a number of seconds.")
 
@@ -67,6 +94,19 @@ class Settings:
         """How many ``?wait`` requests one API process holds at once: all its threads
         but a few, so health checks and quick requests always find a free thread."""
         return self.api_threads - API_RESERVED_THREADS
+
+    @property
+    def base_url(self) -> str:
+        """The address clients reach the API at, without a trailing slash."""
+        return (self.public_base_url or f"http://127.0.0.1:{self.port}").rstrip("/")
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        return int(self.max_decoded_mb * 1024 * 1024)
+
+    @property
+    def decode_budget_bytes(self) -> int:
+        return int(self.decode_budget_mb * 1024 * 1024)
 
     @property
     def registry_dir(self) -> Path:
@@ -107,6 +147,7 @@ class Settings:
         return cls(
             redis_url=env.get("REDIS_URL") or None,
             redis_appendfsync=env.get("REDIS_APPENDFSYNC", defaults.redis_appendfsync),
+            redis_maxmemory_mb=int(env.get("REDIS_MAXMEMORY_MB", defaults.redis_maxmemory_mb)),
             model_path=Path(env.get("MODEL_PATH", defaults.model_path)),
             var_dir=Path(env.get("ECOSNAP_VAR_DIR", defaults.var_dir)),
             gcs_bucket=env.get("GCS_BUCKET") or None,
@@ -115,6 +156,8 @@ class Settings:
             max_image_megapixels=float(
                 env.get("MAX_IMAGE_MEGAPIXELS", defaults.max_image_megapixels)
             ),
+            max_decoded_mb=float(env.get("MAX_DECODED_MB", defaults.max_decoded_mb)),
+            decode_budget_mb=float(env.get("DECODE_BUDGET_MB", defaults.decode_budget_mb)),
             result_ttl_s=result_ttl_s,
             # Uploads live as long as the job records that link to them, unless told.
             upload_retention_s=int(env.get("UPLOAD_RETENTION_S", result_ttl_s)),
@@ -139,5 +182,14 @@ class Settings:
             registry_root=Path(env["MODEL_REGISTRY"]) if env.get("MODEL_REGISTRY") else None,
             model_name=env.get("MODEL_NAME", defaults.model_name),
             admin_api_key=env.get("ADMIN_API_KEY") or None,
+            api_keys=env.get("API_KEYS") or None,
+            api_keys_file=Path(env["API_KEYS_FILE"]) if env.get("API_KEYS_FILE") else None,
+            rate_limit_photos=env.get("RATE_LIMIT_PHOTOS", defaults.rate_limit_photos),
+            rate_limit_datasets=env.get("RATE_LIMIT_DATASETS", defaults.rate_limit_datasets),
+            max_queued_photos=int(env.get("MAX_QUEUED_PHOTOS", defaults.max_queued_photos)),
+            queue_backlog_s=float(env.get("QUEUE_BACKLOG_S", defaults.queue_backlog_s)),
+            max_evaluations=int(env.get("MAX_EVALUATIONS", defaults.max_evaluations)),
+            public_base_url=env.get("PUBLIC_BASE_URL") or None,
+            port=int(env.get("PORT", defaults.port)),
             max_model_mb=float(env.get("MAX_MODEL_MB", defaults.max_model_mb)),
         )

@@ -40,7 +40,10 @@ class StorageUnavailable(Exception):
 
 
 class Storage(Protocol):
-    def save(self, data: bytes, extension: str, content_type: str) -> str: ...
+    def save(self, data: bytes, extension: str, content_type: str, name: str | None = None) -> str:
+        """Store ``data`` under ``uploads/<name>.<extension>`` (``name``: 32 hex digits,
+        a job id; by default a new one); returns its key."""
+        ...
 
     def save_file(self, stream: BinaryIO, extension: str, content_type: str) -> str:
         """Store a possibly large upload without holding it in memory."""
@@ -84,8 +87,8 @@ def remove_files_older_than(folder: Path, max_age_s: float) -> int:
     return removed
 
 
-def new_upload_key(extension: str) -> str:
-    return f"{UPLOAD_PREFIX}{uuid.uuid4().hex}.{extension}"
+def new_upload_key(extension: str, name: str | None = None) -> str:
+    return f"{UPLOAD_PREFIX}{name or uuid.uuid4().hex}.{extension}"
 
 
 class LocalStorage:
@@ -99,11 +102,13 @@ class LocalStorage:
             raise StorageError(f"No stored file is named {key!r}.")
         return self.root / key.removeprefix(UPLOAD_PREFIX)
 
-    def save(self, data: bytes, extension: str, content_type: str) -> str:
-        return self.save_file(io.BytesIO(data), extension, content_type)
+    def save(self, data: bytes, extension: str, content_type: str, name: str | None = None) -> str:
+        return self._write(io.BytesIO(data), new_upload_key(extension, name))
 
     def save_file(self, stream: BinaryIO, extension: str, content_type: str) -> str:
-        key = new_upload_key(extension)
+        return self._write(stream, new_upload_key(extension))
+
+    def _write(self, stream: BinaryIO, key: str) -> str:
         path = self.path_for(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".part")
@@ -157,11 +162,13 @@ class GCSStorage:
         self.cache_dir = cache_dir
         self._bounds = {"timeout": timeout_s, "retry": DEFAULT_RETRY.with_timeout(2 * timeout_s)}
 
-    def save(self, data: bytes, extension: str, content_type: str) -> str:
-        return self.save_file(io.BytesIO(data), extension, content_type)
+    def save(self, data: bytes, extension: str, content_type: str, name: str | None = None) -> str:
+        return self._write(io.BytesIO(data), new_upload_key(extension, name), content_type)
 
     def save_file(self, stream: BinaryIO, extension: str, content_type: str) -> str:
-        key = new_upload_key(extension)
+        return self._write(stream, new_upload_key(extension), content_type)
+
+    def _write(self, stream: BinaryIO, key: str, content_type: str) -> str:
         with _unavailable_on_failure():
             # Retrying is safe: the key is new, so a repeat writes the same bytes again.
             self.bucket.blob(key).upload_from_file(

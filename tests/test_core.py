@@ -15,13 +15,14 @@ from common.jobs import JobStore
 from common.labels import CLASSES
 from common.messages import Evaluate, Predict, ValidateModel
 from common.model_metadata import ModelMetadata
+from common.preprocessing import ImageLimits
 from common.settings import Settings
 from common.storage import LocalStorage
 from tests.conftest import photo
 from worker import evaluation, validation
 from worker.inference import answer_batch, classify
 
-PIXELS = 50_000_000
+LIMITS = ImageLimits()
 PREDICTED = "Kertas"
 
 
@@ -46,7 +47,7 @@ class StubRuntime:
 class BlippingJobStore(JobStore):
     """A job store whose ``mark_running`` meets a dropped Redis connection."""
 
-    def mark_running(self, job_ids: list[str]) -> list[str]:
+    def mark_running(self, job_ids: list[str]) -> tuple[list[str], list[str]]:
         raise RedisConnectionError("Connection reset by peer")
 
 
@@ -80,7 +81,7 @@ def test_a_bad_image_fails_only_its_own_job(jobs, storage):
     corrupt = queued(jobs, storage, photo()[:1500])
     missing = queued(jobs, storage)
     runtime = StubRuntime()
-    answer_batch([message(*good, corrupt), message(missing)], runtime, storage, jobs, PIXELS, 32)
+    answer_batch([message(*good, corrupt), message(missing)], runtime, storage, jobs, LIMITS, 32)
     assert runtime.batches == [2]  # one model call for the readable ones
     for fields in good:
         record = jobs.get(fields["job_id"])
@@ -95,7 +96,7 @@ def test_a_bad_image_fails_only_its_own_job(jobs, storage):
 def test_the_model_sees_at_most_a_batch_of_images_per_call(jobs, storage):
     photos = [queued(jobs, storage, photo(seed=s)) for s in range(5)]
     runtime = StubRuntime()
-    answer_batch([message(*photos[:3]), message(*photos[3:])], runtime, storage, jobs, PIXELS, 2)
+    answer_batch([message(*photos[:3]), message(*photos[3:])], runtime, storage, jobs, LIMITS, 2)
     assert runtime.batches == [2, 2, 1]
     assert {jobs.get(p["job_id"])["status"] for p in photos} == {"succeeded"}
 
@@ -105,7 +106,7 @@ def test_a_photo_whose_job_has_finished_is_dropped_not_run_again(jobs, storage):
     done, fresh = queued(jobs, storage, photo(seed=1)), queued(jobs, storage, photo(seed=2))
     jobs.finish({done["job_id"]: {"label": "Kaca"}}, {})
     runtime = StubRuntime()
-    answer_batch([message(done, fresh)], runtime, storage, jobs, PIXELS, 32)
+    answer_batch([message(done, fresh)], runtime, storage, jobs, LIMITS, 32)
     assert runtime.batches == [1]
     assert jobs.get(done["job_id"])["result"] == {"label": "Kaca"}
     assert jobs.get(fresh["job_id"])["result"]["label"] == PREDICTED
@@ -113,7 +114,7 @@ def test_a_photo_whose_job_has_finished_is_dropped_not_run_again(jobs, storage):
 
 def test_an_empty_batch_calls_no_model(storage):
     runtime = StubRuntime()
-    assert classify([], runtime, storage, PIXELS, 32) == ({}, {})
+    assert classify([], runtime, storage, LIMITS, 32) == ({}, {})
     assert runtime.batches == []
 
 
@@ -121,7 +122,7 @@ def test_a_malformed_photo_fails_its_job_and_the_rest_are_answered(jobs, storage
     good = queued(jobs, storage, photo())
     malformed = queued(jobs, storage, photo(), size="large")
     nameless = ((), {"pictures": [good]})  # names no job at all: dropped, logged
-    answer_batch([message(good, malformed), nameless], StubRuntime(), storage, jobs, PIXELS, 32)
+    answer_batch([message(good, malformed), nameless], StubRuntime(), storage, jobs, LIMITS, 32)
     assert jobs.get(good["job_id"])["status"] == "succeeded"
     record = jobs.get(malformed["job_id"])
     assert record["status"] == "failed" and record["error"]["code"] == "malformed_message"
@@ -131,17 +132,17 @@ def test_a_malformed_photo_fails_its_job_and_the_rest_are_answered(jobs, storage
 def test_a_batch_that_meets_redis_down_changes_no_job_and_asks_to_be_put_back(jobs, storage):
     blipping = BlippingJobStore(jobs.redis, jobs.ttl_s)
     photos = [queued(jobs, storage, photo(seed=s)) for s in (1, 2, 3)]
-    assert answer_batch([message(*photos)], StubRuntime(), storage, blipping, PIXELS, 32) is False
+    assert answer_batch([message(*photos)], StubRuntime(), storage, blipping, LIMITS, 32) is False
     assert {jobs.get(p["job_id"])["status"] for p in photos} == {"queued"}
     # Delivered again once Redis answers: every job is answered.
-    assert answer_batch([message(*photos)], StubRuntime(), storage, jobs, PIXELS, 32) is True
+    assert answer_batch([message(*photos)], StubRuntime(), storage, jobs, LIMITS, 32) is True
     assert {jobs.get(p["job_id"])["status"] for p in photos} == {"succeeded"}
 
 
 def test_a_model_failure_fails_the_whole_batch_with_a_worker_error(jobs, storage):
     photos = [queued(jobs, storage, photo(seed=s)) for s in (1, 2)]
     with pytest.raises(RuntimeError, match="the model broke"):
-        answer_batch([message(*photos)], StubRuntime(fails=True), storage, jobs, PIXELS, 32)
+        answer_batch([message(*photos)], StubRuntime(fails=True), storage, jobs, LIMITS, 32)
     assert {jobs.get(p["job_id"])["error"]["code"] for p in photos} == {"worker_error"}
 
 
@@ -179,7 +180,7 @@ def test_an_evaluation_in_chunks_counts_unreadable_members_and_computes_metrics(
     runtime = StubRuntime()
     for chunk in chunks:
         assert jobs.get(job_id)["status"] == "running"
-        evaluation.run_chunk(chunk, lambda version: runtime, storage, jobs, settings)
+        evaluation.run_chunk(chunk, lambda version: runtime, storage, jobs, settings, LIMITS)
     record = jobs.get(job_id)
     assert record["status"] == "succeeded"
     result = record["result"]
@@ -194,7 +195,7 @@ def test_a_chunk_delivered_twice_counts_once(jobs, storage, tmp_path):
     job_id, chunks = started_evaluation(jobs, storage, settings)
     runtime = StubRuntime()
     for chunk in [chunks[0], chunks[0], *chunks[1:], chunks[-1]]:
-        evaluation.run_chunk(chunk, lambda version: runtime, storage, jobs, settings)
+        evaluation.run_chunk(chunk, lambda version: runtime, storage, jobs, settings, LIMITS)
     record = jobs.get(job_id)
     assert record["status"] == "succeeded" and record["done"] == "5"
     assert record["result"]["images"] == 3
@@ -207,7 +208,7 @@ def test_a_chunk_of_a_cancelled_evaluation_classifies_nothing(jobs, storage, tmp
     job_id, chunks = started_evaluation(jobs, storage, settings)
     assert jobs.cancel(job_id)
     runtime = StubRuntime()
-    evaluation.run_chunk(chunks[0], lambda version: runtime, storage, jobs, settings)
+    evaluation.run_chunk(chunks[0], lambda version: runtime, storage, jobs, settings, LIMITS)
     assert runtime.batches == [] and jobs.get(job_id)["status"] == "cancelled"
 
 

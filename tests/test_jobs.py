@@ -8,7 +8,7 @@ import pytest
 from redis import Redis
 
 from common.job_waiter import JobWaiter
-from common.jobs import PENDING_KEY, JobStore
+from common.jobs import KINDS, JobStore, pending_key
 from common.messages import Evaluate, Predict
 from worker.redelivery import redeliver_stale
 
@@ -94,7 +94,7 @@ def test_only_queued_or_running_jobs_run_and_a_finished_one_keeps_its_outcome(jo
     jobs.finish({done: {"label": "Kaca"}}, {})
     gone = "f" * 32  # expired: no record
     # A message delivered again after a worker died runs again; a finished job never.
-    assert jobs.mark_running([queued, done, running, gone]) == [queued, running]
+    assert jobs.mark_running([queued, done, running, gone]) == ([queued, running], [])
     assert jobs.get(done)["status"] == "succeeded" and not jobs.redis.exists(f"ecosnap:job:{gone}")
     listener = jobs.redis.pubsub(ignore_subscribe_messages=True)
     listener.subscribe(f"ecosnap:job:{done}:done")
@@ -113,7 +113,8 @@ class RecordingSender:
 
 
 def test_a_job_whose_message_made_no_progress_is_sent_again_from_its_record(jobs):
-    jobs.redis.delete(PENDING_KEY)
+    for kind in KINDS:
+        jobs.redis.delete(pending_key(kind))
     evaluate = Evaluate(dataset_key="uploads/d.zip", split=None)
     lost, started, finished = (jobs.create("evaluate", evaluate) for _ in range(3))
     photo = jobs.create("predict", NO_PHOTOS)
@@ -122,12 +123,14 @@ def test_a_job_whose_message_made_no_progress_is_sent_again_from_its_record(jobs
     jobs.transition(finished, ("queued",), status="succeeded", finished_at="t")
     sender = RecordingSender()
     assert redeliver_stale(jobs, sender, quiet_s=60) == 0  # nothing is that old yet
-    for job_id, seen in jobs.redis.zrange(PENDING_KEY, 0, -1, withscores=True):
-        jobs.redis.zadd(PENDING_KEY, {job_id: seen - 120})  # two minutes later...
+    for key in map(pending_key, KINDS):  # two minutes later...
+        for job_id, seen in jobs.redis.zrange(key, 0, -1, withscores=True):
+            jobs.redis.zadd(key, {job_id: seen - 120})
     jobs.progressed(started)  # ...the running evaluation has just recorded a chunk
     assert redeliver_stale(jobs, sender, quiet_s=60) == 1
     assert sender.sent == [(Evaluate.task, {"dataset_key": "uploads/d.zip", "split": None}, lost)]
     # Claimed: the next look (another worker's, say) does not send it again at once.
     assert redeliver_stale(jobs, sender, quiet_s=60) == 0
-    assert jobs.redis.zscore(PENDING_KEY, finished) is None
-    assert jobs.redis.zscore(PENDING_KEY, photo) is None
+    assert jobs.redis.zscore(pending_key("evaluate"), finished) is None
+    assert jobs.redis.zscore(pending_key("predict"), photo) is None
+    assert jobs.pending("evaluate") == 2  # the lost one and the running one

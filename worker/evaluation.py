@@ -28,6 +28,7 @@ from common.datasets import DatasetError, ZipLimits, plan_zip, read_member
 from common.jobs import JobStore, utc_now
 from common.labels import CLASSES
 from common.messages import Evaluate, EvaluateChunk
+from common.preprocessing import ImageLimits
 from common.reports import confusion_png, metrics
 from common.settings import Settings
 from common.storage import Storage, StorageError
@@ -120,6 +121,7 @@ def run_chunk(
     storage: Storage,
     jobs: JobStore,
     settings: Settings,
+    limits: ImageLimits,
 ) -> None:
     """Classify one chunk; the last chunk to finish writes the job's result.
 
@@ -140,20 +142,20 @@ def run_chunk(
         except (DatasetError, StorageError) as exc:
             jobs.fail(job_id, "dataset_unreadable", f"The dataset could not be read: {exc}")
             return
-        outcome = classify_chunk(message.items, archive, runtime, settings.max_image_pixels)
+        outcome = classify_chunk(message.items, archive, runtime, limits)
         done = jobs.add_chunk(job_id, message.index, outcome, len(message.items))
     if done == int(record["chunks_total"]):
         finish(job_id, jobs)
 
 
 def classify_chunk(
-    items: Items, archive: zipfile.ZipFile, runtime: ModelRuntime, max_pixels: int
+    items: Items, archive: zipfile.ZipFile, runtime: ModelRuntime, limits: ImageLimits
 ) -> dict[str, Any]:
     """The true and predicted service labels of a chunk's readable images."""
     # The model's output order may differ from the service's; labels are service indices.
     to_service = np.array([CLASSES.index(name) for name in runtime.metadata.classes])
     prepared = prepare_each(
-        [partial(read_member, archive, name) for name, _ in items], runtime.metadata, max_pixels
+        [partial(read_member, archive, name) for name, _ in items], runtime.metadata, limits
     )
     y_true: list[int] = []
     y_pred: list[int] = []

@@ -17,11 +17,11 @@ from redis import RedisError
 
 from common.batch_stats import count_batch
 from common.errors import Refusal
-from common.jobs import WORKER_ERROR, JobStore
+from common.jobs import GAVE_UP, WORKER_ERROR, JobStore
 from common.labels import suggestion
 from common.messages import MalformedMessage, Photo, Predict
 from common.model_metadata import ModelMetadata
-from common.preprocessing import preprocess
+from common.preprocessing import ImageLimits, preprocess
 from common.reports import percent
 from common.storage import STORAGE_UNAVAILABLE, Storage, StorageError, StorageUnavailable
 from worker.runtime import ModelRuntime
@@ -54,19 +54,20 @@ def describe(probabilities: np.ndarray, photo: Photo, runtime: ModelRuntime) -> 
 
 
 def prepare_each(
-    readers: list[Callable[[], bytes]], metadata: ModelMetadata, max_pixels: int
+    readers: list[Callable[[], bytes]], metadata: ModelMetadata, limits: ImageLimits
 ) -> Iterator[np.ndarray | dict[str, str]]:
     """Model inputs, or the error for each image, in order, decoded on a thread per core.
 
     Pillow releases the GIL while decoding and resizing, so the threads use every
     core. All images are submitted at once and the iterator yields each as soon as it
     is ready, so a caller can run the model on the first ones while the rest decode.
-    Prediction jobs and evaluation chunks both come through here.
+    Prediction jobs and evaluation chunks both come through here; ``limits`` bound
+    each image and, with its budget, the memory all of them take at once.
     """
 
     def prepare(read: Callable[[], bytes]) -> np.ndarray | dict[str, str]:
         try:
-            return preprocess(read(), metadata.input_size, metadata.scale, max_pixels)
+            return preprocess(read(), metadata.input_size, metadata.scale, limits)
         except Refusal as exc:  # the image, or a dataset's member, is unreadable
             return exc.as_error()
         except StorageError as exc:
@@ -78,7 +79,11 @@ def prepare_each(
 
 
 def classify(
-    photos: list[Photo], runtime: ModelRuntime, storage: Storage, max_pixels: int, batch_size: int
+    photos: list[Photo],
+    runtime: ModelRuntime,
+    storage: Storage,
+    limits: ImageLimits,
+    batch_size: int,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
     """Results and errors by job id; a bad image fails only its own job.
 
@@ -86,7 +91,7 @@ def classify(
     messages of one batch carried.
     """
     readers = [partial(storage.read, photo.image_key) for photo in photos]
-    prepared = list(prepare_each(readers, runtime.metadata, max_pixels))
+    prepared = list(prepare_each(readers, runtime.metadata, limits))
     ready = [(p, a) for p, a in zip(photos, prepared, strict=True) if isinstance(a, np.ndarray)]
     errors = {
         photo.job_id: error
@@ -138,7 +143,7 @@ def answer_batch(
     runtime: ModelRuntime,
     storage: Storage,
     jobs: JobStore,
-    max_pixels: int,
+    limits: ImageLimits,
     batch_size: int,
 ) -> bool:
     """Classify the photos of a batch of messages and record every job's outcome;
@@ -156,10 +161,11 @@ def answer_batch(
     photos, refused = received_photos(deliveries)
     replies = {photo.job_id: photo.reply_to for photo in photos if photo.reply_to}
     try:
-        runnable = set(jobs.mark_running([photo.job_id for photo in photos]))
-        photos = [photo for photo in photos if photo.job_id in runnable]
+        runnable, exhausted = jobs.mark_running([photo.job_id for photo in photos])
+        refused |= dict.fromkeys(exhausted, GAVE_UP)
+        photos = [photo for photo in photos if photo.job_id in set(runnable)]
         try:
-            results, errors = classify(photos, runtime, storage, max_pixels, batch_size)
+            results, errors = classify(photos, runtime, storage, limits, batch_size)
         except Exception:
             failed = dict.fromkeys([photo.job_id for photo in photos], WORKER_ERROR)
             jobs.finish({}, failed | refused, replies)

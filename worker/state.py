@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from common.heartbeat import retire, start_heartbeat
 from common.jobs import JobStore
+from common.preprocessing import DecodeBudget, ImageLimits
 from common.redis_client import bounded_redis
 from common.registry import ModelRegistry
 from common.settings import Settings
@@ -43,6 +44,8 @@ class WorkerState:
     # process on every host.
     name: str
     background: list[threading.Event] = field(default_factory=list)
+    # Each image's bounds, and the memory budget its decoding threads share.
+    image_limits: ImageLimits = field(default_factory=ImageLimits)
     # The queues this worker consumes, known once Celery has set the worker up.
     queues: list[str] = field(default_factory=list)
 
@@ -59,7 +62,9 @@ class WorkerState:
         redis = bounded_redis(settings.redis_url, WORKER_REDIS_TIMEOUT_S, WORKER_REDIS_RETRIES)
         name = f"{socket.gethostname()}:{os.getpid()}"
         jobs = JobStore(redis, settings.result_ttl_s, worker=name)
-        state = cls(settings, models, storage_from_settings(settings), jobs, name)
+        budget = DecodeBudget(settings.decode_budget_bytes)
+        limits = ImageLimits.from_settings(settings, budget)
+        state = cls(settings, models, storage_from_settings(settings), jobs, name, limits)
         state.background += [
             start_heartbeat(redis, state.name, state.heartbeat_info, settings.heartbeat_interval_s),
             watch_activations(redis, models, settings.heartbeat_interval_s),

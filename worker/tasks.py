@@ -68,7 +68,7 @@ def predict(requests: list[SimpleRequest]) -> bool:
         worker.models.active,
         worker.storage,
         worker.jobs,
-        settings.max_image_pixels,
+        worker.image_limits,
         settings.batch_max_size,
     )
 
@@ -93,7 +93,8 @@ def evaluate_chunk(*args: object, **fields: object) -> None:
     worker = state.current()
     message = EvaluateChunk.received(args, fields)
     with requeued_if_redis_fails(), worker.jobs.failed_on_error(message.job_id):
-        evaluation.run_chunk(message, worker.models.runtime, worker.storage, worker.jobs, settings)
+        evaluation.run_chunk(message, worker.models.runtime, worker.storage, worker.jobs, settings,
+                             worker.image_limits)  # fmt: skip
 
 
 @app.task(name=ValidateModel.task, bind=True)

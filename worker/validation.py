@@ -89,7 +89,7 @@ def run(job_id: str, version: str, registry: ModelRegistry, jobs: JobStore) -> N
     """
     if not jobs.transition(job_id, ("queued", "running"), status="running", started_at=utc_now()):
         return
-    jobs.in_hand(job_id)
+    jobs.in_hand("validate_model", job_id)
     try:
         checks = validate(registry, version)
         registry.set_status(version, "valid", checks=checks, validated_at=utc_now())
