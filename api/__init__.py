@@ -20,8 +20,11 @@ from common.storage import storage_from_settings
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Application factory; ``test_config`` may hold ``SETTINGS`` (a ``Settings``)."""
     from api import errors, evaluate, health, jobs, model_info, models, predict, uploads
+    from api.access import ApiKeys
+    from api.admission import Admission
     from api.forms import Request
     from api.inputs import MULTIPART_OVERHEAD_BYTES
+    from api.rate_limits import start_rate_limits
     from worker.celery import app as celery_app
     from worker.celery import celery_config
 
@@ -37,13 +40,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
     # A request that meets Redis down answers 503 within a few seconds.
     redis = bounded_redis(settings.redis_url, timeout_s=2.0, retries=2)
+    job_store = JobStore(redis, settings.result_ttl_s)
+    # /health must answer within a second even when Redis hangs.
+    health_redis = bounded_redis(settings.redis_url, timeout_s=0.3, retries=0)
     celery_app.conf.update(celery_config(settings))
     registry = ModelRegistry(settings.registry_dir, settings.model_name)
     registry.import_configured(settings.model_path)
     app.extensions["ecosnap"] = {
-        # /health must answer within a second even when Redis hangs.
-        "health_redis": bounded_redis(settings.redis_url, timeout_s=0.3, retries=0),
-        "jobs": JobStore(redis, settings.result_ttl_s),
+        "api_keys": ApiKeys.from_settings(settings),
+        "health_redis": health_redis,
+        "jobs": job_store,
+        "admission": Admission(job_store, health_redis, settings),
         # ?wait requests beyond these are answered 202 at once, so they never hold
         # every thread: health checks and quick requests always find one free.
         "waiting_slots": threading.BoundedSemaphore(settings.api_waiting_slots),
@@ -57,4 +64,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         predict.bp, evaluate.bp, jobs.bp, model_info.bp, models.bp, health.bp, uploads.bp
     ):  # fmt: skip
         app.register_blueprint(blueprint)
+    start_rate_limits(
+        app,
+        settings,
+        redis,
+        {predict.bp: settings.rate_limit_photos, evaluate.bp: settings.rate_limit_datasets},
+    )
     return app

@@ -41,11 +41,16 @@ RETRY_AFTER_S = 5
 
 
 class APIError(Refusal):
-    """A refusal of the API's own, with its HTTP status and any extra response fields."""
+    """A refusal of the API's own, with its HTTP status, any extra response fields, and
+    how long the client should wait before trying again (``Retry-After``), if at all."""
 
-    def __init__(self, status: int, code: str, message: str, **extra: object) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, retry_after_s: int | None = None,
+        **extra: object,
+    ) -> None:  # fmt: skip
         super().__init__(code, message)
         self.status = status
+        self.retry_after_s = retry_after_s
         self.extra = extra
 
 
@@ -83,8 +88,12 @@ def file_too_large():
 def register(app: Flask) -> None:
     @app.errorhandler(Refusal)
     def refused(exc: Refusal):
-        extra = exc.extra if isinstance(exc, APIError) else {}
-        return error_response(http_status(exc), exc.code, exc.message, **extra)
+        if not isinstance(exc, APIError):
+            return error_response(http_status(exc), exc.code, exc.message)
+        response, status = error_response(exc.status, exc.code, exc.message, **exc.extra)
+        if exc.retry_after_s is not None:
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response, status
 
     @app.errorhandler(RedisError)
     @app.errorhandler(OperationalError)

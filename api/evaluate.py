@@ -5,12 +5,16 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from api import inputs, services
+from api.access import owner
+from api.admission import EVALUATION_RETRY_AFTER_S
 from api.errors import APIError
 from api.inputs import MULTIPART_OVERHEAD_BYTES
 from api.jobs import queued_response
+from common.jobs import QueueFull
 from common.messages import Evaluate
 
 bp = Blueprint("evaluate", __name__)
+bp.before_request(services.identify_caller)
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
@@ -25,6 +29,15 @@ def _store_zip() -> str | None:
     return services.storage().save_file(upload.stream, "zip", "application/zip")
 
 
+def too_many_evaluations(limit: int) -> APIError:
+    return APIError(
+        429,
+        "too_many_evaluations",
+        f"{limit} evaluations are queued or running; try again when one has finished.",
+        retry_after_s=EVALUATION_RETRY_AFTER_S,
+    )
+
+
 @bp.post("/evaluate")
 def evaluate():
     settings = services.settings()
@@ -33,6 +46,9 @@ def evaluate():
     split = inputs.fields().get("split") or None
     if split is not None and not isinstance(split, str):
         raise APIError(400, "invalid_split", "split must be a string such as 'test'.")
+    limit = settings.max_evaluations
+    if services.jobs().pending("evaluate") >= limit:  # before the zip is read or stored
+        raise too_many_evaluations(limit)
     url = inputs.url_field("dataset_url")
     if "file" in request.files and url is not None:
         raise APIError(400, "ambiguous_input", "Send either a file or a dataset_url, not both.")
@@ -43,6 +59,9 @@ def evaluate():
     if dataset_key is None:
         raise APIError(400, "missing_field", "Send the zip as multipart 'file' or a 'dataset_url'.")
     message = Evaluate(dataset_key=dataset_key, split=split)
-    job_id = services.jobs().create("evaluate", message)
+    try:
+        job_id = services.jobs().create("evaluate", message, limit, owner=owner())
+    except QueueFull as exc:  # another took the last place since the look above
+        raise too_many_evaluations(limit) from exc
     message.send(services.celery(), job_id)
     return queued_response(job_id)

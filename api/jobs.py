@@ -9,9 +9,11 @@ from flask import Blueprint, Response, url_for
 from redis import RedisError
 
 from api import services
+from api.access import owner
 from api.errors import APIError
 
 bp = Blueprint("jobs", __name__)
+bp.before_request(services.identify_caller)
 
 PUBLIC_FIELDS = ("job_id", "kind", "status", "created_at", "started_at", "finished_at")
 
@@ -62,8 +64,9 @@ def queued_response(job_id: str):
 
 
 def existing(job_id: str) -> dict[str, Any]:
+    """The caller's job: another key's job is as unknown as one that never was."""
     record = services.jobs().get(job_id)
-    if record is None:
+    if record is None or record.get("owner", "") != owner():
         raise APIError(404, "job_not_found", f"No job {job_id!r}; it may have expired.")
     return record
 

@@ -9,6 +9,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from api import inputs, services
+from api.access import owner
 from api.errors import APIError, job_error_status
 from api.jobs import queued_response
 from common.jobs import MAX_WAIT_S, new_job_id
@@ -17,6 +18,7 @@ from common.messages import Photo
 from common.preprocessing import ALLOWED_FORMATS, FILE_EXTENSIONS, ImageLimits, verify_image
 
 bp = Blueprint("predict", __name__)
+bp.before_request(services.identify_caller)
 
 
 def language() -> str:
@@ -70,6 +72,7 @@ def predict():
     if upload is not None and url is not None:
         raise APIError(400, "ambiguous_input", "Send either a file or a url, not both.")
     job_id = new_job_id()
+    services.admission().refuse_photo_if_full()
     if upload is not None:
         image_key, image_url = store_upload(upload, job_id)
     elif url is not None:
@@ -85,12 +88,12 @@ def predict():
         try:
             waiter = services.waiter()
             with waiter.expect(job_id) as outcome:
-                services.sender().send(photo(reply_to=waiter.reply_channel))
+                services.sender().send(photo(reply_to=waiter.reply_channel), owner())
                 record = outcome(wait_s)
         finally:
             slots.release()
     else:  # no wait asked, or every waiting slot is taken: the client polls the job
-        services.sender().send(photo(reply_to=""))
+        services.sender().send(photo(reply_to=""), owner())
         record = None
     if record is None:
         return queued_response(job_id)

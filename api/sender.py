@@ -23,14 +23,17 @@ from common.messages import Photo, Predict
 @dataclass
 class _Handover:
     photo: Photo
+    owner: str
     sent: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
 
 
-def record(photo: Photo) -> dict[str, str]:
-    """The job record's fields of a photo: where it is shown, and its own message,
-    sent again alone if the broker loses the group's."""
-    return {"image_url": photo.image_url, "message": Predict.of([photo]).recorded()}
+def record(handover: _Handover) -> dict[str, str]:
+    """The job record's fields of a photo: where it is shown, whose it is, and its own
+    message, sent again alone if the broker loses the group's."""
+    photo = handover.photo
+    fields = {"image_url": photo.image_url, "message": Predict.of([photo]).recorded()}
+    return fields | {"owner": handover.owner} if handover.owner else fields
 
 
 class PhotoSender:
@@ -43,9 +46,10 @@ class PhotoSender:
         self._waiting: queue.SimpleQueue[_Handover] = queue.SimpleQueue()
         threading.Thread(target=self._run, name="ecosnap-sender", daemon=True).start()
 
-    def send(self, photo: Photo) -> None:
-        """Record the photo's job as queued and send it; returns once both are done."""
-        handover = _Handover(photo)
+    def send(self, photo: Photo, owner: str = "") -> None:
+        """Record the photo's job as queued (``owner``: the key that made it) and send
+        it; returns once both are done."""
+        handover = _Handover(photo, owner)
         self._waiting.put(handover)
         handover.sent.wait()
         if handover.error is not None:
@@ -62,7 +66,7 @@ class PhotoSender:
             while len(group) < self._max_group and not self._waiting.empty():
                 group.append(self._waiting.get())
             try:
-                self._jobs.create_all("predict", {h.photo.job_id: record(h.photo) for h in group})
+                self._jobs.create_all("predict", {h.photo.job_id: record(h) for h in group})
                 Predict.of([handover.photo for handover in group]).send(self._celery)
             except Exception as exc:  # each waiting request raises it
                 for handover in group:

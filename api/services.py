@@ -8,6 +8,8 @@ from celery import Celery
 from flask import current_app
 from redis import Redis
 
+from api.access import ApiKeys, identify
+from api.admission import Admission
 from api.sender import PhotoSender
 from common.job_waiter import JobWaiter
 from common.jobs import JobStore
@@ -37,6 +39,10 @@ def storage() -> Storage:
     return current_app.extensions["ecosnap"]["storage"]
 
 
+def admission() -> Admission:
+    return current_app.extensions["ecosnap"]["admission"]
+
+
 def waiting_slots() -> threading.BoundedSemaphore:
     return current_app.extensions["ecosnap"]["waiting_slots"]
 
@@ -59,6 +65,15 @@ def sender() -> PhotoSender:
                 services["jobs"], services["celery"], settings().batch_max_size
             )
     return services["sender"]
+
+
+def api_keys() -> ApiKeys | None:
+    return current_app.extensions["ecosnap"]["api_keys"]
+
+
+def identify_caller() -> None:
+    """The ``before_request`` of every route that makes or shows jobs (``api.access``)."""
+    identify(api_keys(), settings().admin_api_key)
 
 
 def registry() -> ModelRegistry:

@@ -109,6 +109,12 @@ def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Pop
             "yes",
             "--appendfsync",
             settings.redis_appendfsync,
+            # A broker and job store must never drop a key to make room: past the
+            # bound, writes are refused (the API answers 503) and nothing is lost.
+            "--maxmemory",
+            f"{settings.redis_maxmemory_mb}mb",
+            "--maxmemory-policy",
+            "noeviction",
             "--save",
             "",
             "--logfile",
@@ -179,8 +185,11 @@ def start_api(
 
     ``threads`` (default ``API_THREADS``) is told to the app as well, which lets
     ``?wait`` requests hold all of them but a few (``Settings.api_waiting_slots``).
+    Stored photos' URLs start with ``PUBLIC_BASE_URL``, by default this address.
     """
-    threads = threads or Settings.from_env({**os.environ, **env}).api_threads
+    settings = Settings.from_env({**os.environ, **env})
+    threads = threads or settings.api_threads
+    public_url = settings.public_base_url or f"http://127.0.0.1:{port}"
     return spawn(
         [
             sys.executable,
@@ -200,7 +209,7 @@ def start_api(
             str(API_GRACEFUL_TIMEOUT_S),
             app,
         ],
-        env={**env, "API_THREADS": str(threads)},
+        env={**env, "API_THREADS": str(threads), "PUBLIC_BASE_URL": public_url},
         log_path=log_path,
     )
 

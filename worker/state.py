@@ -12,6 +12,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
+from common.batch_stats import Capacity
 from common.heartbeat import retire, start_heartbeat
 from common.jobs import JobStore
 from common.preprocessing import DecodeBudget, ImageLimits
@@ -46,6 +47,7 @@ class WorkerState:
     background: list[threading.Event] = field(default_factory=list)
     # Each image's bounds, and the memory budget its decoding threads share.
     image_limits: ImageLimits = field(default_factory=ImageLimits)
+    capacity: Capacity = field(default_factory=Capacity)
     # The queues this worker consumes, known once Celery has set the worker up.
     queues: list[str] = field(default_factory=list)
 
@@ -64,7 +66,8 @@ class WorkerState:
         jobs = JobStore(redis, settings.result_ttl_s, worker=name)
         budget = DecodeBudget(settings.decode_budget_bytes)
         limits = ImageLimits.from_settings(settings, budget)
-        state = cls(settings, models, storage_from_settings(settings), jobs, name, limits)
+        state = cls(settings, models, storage_from_settings(settings), jobs, name,
+                    image_limits=limits)  # fmt: skip
         state.background += [
             start_heartbeat(redis, state.name, state.heartbeat_info, settings.heartbeat_interval_s),
             watch_activations(redis, models, settings.heartbeat_interval_s),
@@ -80,6 +83,7 @@ class WorkerState:
             "runtime": type(self.models.active).__name__,
             "load_error": self.models.load_error,
             "queues": self.queues,
+            "photos_per_s": round(self.capacity.photos_per_s, 1),
         }
 
     def sweep_uploads(self) -> None:

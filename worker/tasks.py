@@ -3,6 +3,8 @@ worker's state. Models load once per process (``worker.state``)."""
 
 from __future__ import annotations
 
+import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -24,7 +26,14 @@ settings = Settings.from_env()
 
 @worker_init.connect
 def start_worker_state(**_: object) -> None:
-    state.begin(settings)
+    """Load the model and report in; a worker that cannot stops at once (Celery's
+    logging is not set up yet here, and its signal would swallow the error), rather
+    than take tasks it cannot run."""
+    try:
+        state.begin(settings)
+    except Exception:
+        traceback.print_exc()
+        raise SystemExit(1) from None
 
 
 @celeryd_after_setup.connect
@@ -61,8 +70,8 @@ def requeued_if_redis_fails() -> Iterator[None]:
 
 @app.task(**predict_task_options(settings))
 def predict(requests: list[SimpleRequest]) -> bool:
-    worker = state.current()
-    return inference.answer_batch(
+    worker, started = state.current(), time.perf_counter()
+    recorded = inference.answer_batch(
         [(request.args, request.kwargs) for request in requests],
         # One reference for the whole batch: an activation meanwhile applies to the next.
         worker.models.active,
@@ -71,6 +80,14 @@ def predict(requests: list[SimpleRequest]) -> bool:
         worker.image_limits,
         settings.batch_max_size,
     )
+    worker.capacity.observe(photos_in(requests), time.perf_counter() - started)
+    return recorded
+
+
+def photos_in(requests: list[SimpleRequest]) -> int:
+    """How many photos a batch's messages carried (a malformed one counts none)."""
+    groups = [r.kwargs.get("photos") for r in requests if isinstance(r.kwargs, dict)]
+    return sum(len(group) for group in groups if isinstance(group, list))
 
 
 @app.task(name=Evaluate.task, bind=True)
