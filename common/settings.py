@@ -59,7 +59,7 @@ class Settings:
     api_keys: str | None = None
     api_keys_file: Path | None = None
     # Per key, or per client address without keys; "" turns a limit off.
-    rate_limit_photos: str = "50 per second"
+    rate_limit_photos: str = "100 per second"
     rate_limit_datasets: str = "20 per hour"
     # Photos queued at most: 0 sizes it from what the live workers answer in
     # QUEUE_BACKLOG_S seconds.

@@ -104,11 +104,21 @@ class Stack:
         )
 
 
+# Test stacks take every request from one address, faster than any client would:
+# rate limits are off unless a test sets them (tests/test_access.py does).
+UNLIMITED = {"RATE_LIMIT_PHOTOS": "", "RATE_LIMIT_DATASETS": ""}
+
+
 def run_stack(
-    redis_url: str, var_dir: Path, extra_env: dict[str, str] | None = None, workers: int = 1
+    redis_url: str,
+    var_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    workers: int = 1,
+    api_processes: int = 1,
 ):
     """Start ``workers`` Celery workers and the API; yield a ``Stack`` once all are up."""
-    env = {"REDIS_URL": redis_url, "ECOSNAP_VAR_DIR": str(var_dir), **(extra_env or {})}
+    env = {"REDIS_URL": redis_url, "ECOSNAP_VAR_DIR": str(var_dir), **UNLIMITED,
+           **(extra_env or {})}  # fmt: skip
     port = free_port()
     worker_logs = [var_dir / f"worker-{n}.log" for n in range(workers)]
     processes = [
@@ -116,7 +126,7 @@ def run_stack(
         for n, log in enumerate(worker_logs)
     ]
     api_log = var_dir / "api.log"
-    processes.append(start_api(env, port, workers=1, log_path=api_log))
+    processes.append(start_api(env, port, workers=api_processes, log_path=api_log))
     stack = Stack(f"http://127.0.0.1:{port}", var_dir, [*worker_logs, api_log], redis_url)
     try:
         wait_until(

@@ -40,6 +40,7 @@ from common.processes import (
     stop,
     wait_until,
 )
+from tests.conftest import UNLIMITED
 
 # How long the accepted jobs of a scenario may take to finish once the load stops.
 SETTLE_S = 60
@@ -58,7 +59,8 @@ class FaultStack:
         self.redis_dir = var_dir / "redis"
         self.redis_process, self.redis_url = start_redis(self.redis_dir)
         self.redis_port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
-        self.env = {"REDIS_URL": self.redis_url, "ECOSNAP_VAR_DIR": str(var_dir), **(env or {})}
+        self.env = {"REDIS_URL": self.redis_url, "ECOSNAP_VAR_DIR": str(var_dir), **UNLIMITED,
+                    **(env or {})}  # fmt: skip
         self.redis = Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
         self.workers: dict[str, subprocess.Popen] = {}
         self.api: subprocess.Popen | None = None
@@ -407,7 +409,7 @@ def ecosnap_up(var_dir: Path) -> Iterator[Up]:
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "GCS_BUCKET"}}
-    env |= {"ECOSNAP_VAR_DIR": str(var_dir), "PYTHONUNBUFFERED": "1"}
+    env |= {"ECOSNAP_VAR_DIR": str(var_dir), "PYTHONUNBUFFERED": "1", **UNLIMITED}
     process = subprocess.Popen(
         [sys.executable, "-m", "cli", "up", "--port", str(port)],
         cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -306,7 +306,8 @@ def test_an_evaluate_worker_killed_mid_evaluation(tmp_path, reliability):
 
 
 def test_readiness_tells_the_truth_fast_while_200_clients_wait(tmp_path, reliability):
-    with fault_stack(tmp_path) as stack:
+    # Room for all 200 photos although the frozen worker's capacity drops out.
+    with fault_stack(tmp_path, {"MAX_QUEUED_PHOTOS": "1000"}) as stack:
         predict = stack.start_worker("predict")
         stack.start_worker("evaluate", EVALUATE_QUEUE)
         stack.start_api(threads=64)

@@ -63,12 +63,17 @@ def upgrade_config(node: Any) -> None:
 
 
 def load_keras_model(path: Path):
-    """Any ``.keras`` or ``.h5`` model as an uncompiled Keras 3 model."""
+    """Any ``.keras`` or ``.h5`` model as an uncompiled Keras 3 model.
+
+    Always in Keras's safe mode, said explicitly rather than left to the default: a
+    model uploaded by anyone must not run code of its own while it loads (a
+    ``Lambda`` layer's Python function is refused).
+    """
     import h5py
     import keras
 
     if not is_keras2_h5(path):
-        return keras.models.load_model(path, compile=False)
+        return keras.models.load_model(path, compile=False, safe_mode=True)
     with tempfile.TemporaryDirectory() as workdir:
         copy = Path(workdir) / "model.h5"
         shutil.copyfile(path, copy)
@@ -76,4 +81,4 @@ def load_keras_model(path: Path):
             config = json.loads(file.attrs["model_config"])
             upgrade_config(config)
             file.attrs["model_config"] = json.dumps(config)
-        return keras.models.load_model(copy, compile=False)
+        return keras.models.load_model(copy, compile=False, safe_mode=True)
