@@ -29,6 +29,7 @@ from redis import Redis
 from bench.compare import MODELS, SYSTEMS, compare
 from bench.floor import framework_floor, usable_cpus
 from bench.load import PREDICT_PATH, Clients, multipart
+from bench.memory import memory_bound
 from bench.procfs import children, cpu_ms_per_request, loads_tensorflow, memory_mb
 from common.batch_stats import batch_sizes
 from common.heartbeat import live_workers
@@ -277,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--systems", default=",".join(SYSTEMS), help="systems compared side by side"
     )
+    parser.add_argument(
+        "--memory-only", action="store_true", help="only the memory bound per image"
+    )
     parser.add_argument("--models", default=",".join(MODELS), help="models compared")
     parser.add_argument("--rounds", type=int, default=3, help="alternating comparison rounds")
     args = parser.parse_args(argv)
@@ -291,9 +295,12 @@ def main(argv: list[str] | None = None) -> int:
         "batch_max_wait_ms": settings.batch_max_wait_ms,
     }
     if not args.compare_only:
+        results["memory_bound"] = memory_bound(settings)
+    if not (args.compare_only or args.memory_only):
         results |= stack_benchmark(settings, small, phone, args)
-    results |= compare(small, args.systems.split(","), args.models.split(","), args.rounds,
-                       args.clients, args.single)  # fmt: skip
+    if not args.memory_only:
+        results |= compare(small, args.systems.split(","), args.models.split(","), args.rounds,
+                           args.clients, args.single)  # fmt: skip
     for name, value in results.items():
         print(f"{name:28} {rounded(value)}")
     if args.json:
