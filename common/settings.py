@@ -18,6 +18,10 @@ DEFAULT_VAR_DIR = PROJECT_ROOT / "var"
 API_RESERVED_THREADS = 4
 
 
+def _bytes(megabytes: float) -> int:
+    return int(megabytes * 1024 * 1024)
+
+
 @dataclass(frozen=True)
 class Settings:
     """What a deployment can change; the defaults run everything on one machine."""
@@ -102,11 +106,11 @@ class Settings:
 
     @property
     def max_decoded_bytes(self) -> int:
-        return int(self.max_decoded_mb * 1024 * 1024)
+        return _bytes(self.max_decoded_mb)
 
     @property
     def decode_budget_bytes(self) -> int:
-        return int(self.decode_budget_mb * 1024 * 1024)
+        return _bytes(self.decode_budget_mb)
 
     @property
     def registry_dir(self) -> Path:
@@ -115,7 +119,7 @@ class Settings:
 
     @property
     def max_model_bytes(self) -> int:
-        return int(self.max_model_mb * 1024 * 1024)
+        return _bytes(self.max_model_mb)
 
     @property
     def sweep_interval_s(self) -> float:
@@ -129,11 +133,11 @@ class Settings:
 
     @property
     def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * 1024 * 1024)
+        return _bytes(self.max_upload_mb)
 
     @property
     def max_dataset_bytes(self) -> int:
-        return int(self.max_dataset_mb * 1024 * 1024)
+        return _bytes(self.max_dataset_mb)
 
     @property
     def max_image_pixels(self) -> int:

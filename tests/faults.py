@@ -40,7 +40,7 @@ from common.processes import (
     stop,
     wait_until,
 )
-from tests.conftest import UNLIMITED
+from tests.conftest import UNLIMITED, photo
 
 # How long the accepted jobs of a scenario may take to finish once the load stops.
 SETTLE_S = 60
@@ -337,6 +337,26 @@ def described(name: str, value: Any) -> str:
         if name.endswith(suffix):
             return f"{name.removesuffix(suffix).replace('_', ' ')}: {value}{unit}"
     return f"{name.replace('_', ' ')}: {value}"
+
+
+class Load:
+    """Photos sent back to back by ``clients`` clients, every outcome notice counted:
+    the load a fault lands in. It is steady (100 results) before the fault."""
+
+    def __init__(self, redis: Redis, base_url: str, clients: int = 12, wait_s: float = 10):
+        self.redis = redis
+        self.notices = Notices(redis)
+        self.clients = Clients(clients, post_photo(base_url, photo(), wait_s))
+        self.clients.wait_for_answers(100)
+
+    def outcome(self, fault: str, promise: str, fault_at: float, **measured: Any) -> Outcome:
+        """Go on until 100 more results, stop, let every accepted job finish, account."""
+        self.clients.wait_for_answers(100, since=time.time())
+        self.clients.stop()
+        records = settle(self.redis, self.clients.job_ids)
+        self.notices.close()
+        return Outcome.of(fault, promise, self.clients, records, self.notices, fault_at,
+                          **measured)  # fmt: skip
 
 
 def render(outcomes: list[Outcome]) -> str:

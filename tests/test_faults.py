@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from redis import Redis
 
 from common.messages import EVALUATE_QUEUE
 from common.processes import stop, wait_until
@@ -27,6 +28,7 @@ from common.settings import Settings
 from tests.conftest import photo
 from tests.faults import (
     Clients,
+    Load,
     Notices,
     Outcome,
     ecosnap_up,
@@ -39,7 +41,6 @@ from tests.test_evaluate import dataset_zip
 
 pytestmark = pytest.mark.slow
 
-CLIENTS = 12
 WAIT_S = 10
 # The longest a killed or frozen worker's jobs may take to finish (the issue's bound).
 RECOVERY_S = 30
@@ -51,33 +52,28 @@ def seconds_until(condition, timeout_s: float, what: str) -> float:
     return round(time.monotonic() - started, 1)
 
 
+def kept(reliability: list[Outcome], outcome: Outcome) -> None:
+    """Record the scenario's row, then check the promises every scenario keeps."""
+    reliability.append(outcome)
+    outcome.assert_kept()
+
+
 def test_a_predict_worker_killed_mid_batch_under_ecosnap_up(tmp_path, reliability):
     with ecosnap_up(tmp_path) as up:
-        from redis import Redis
-
-        redis = Redis.from_url(up.redis_url)
-        notices = Notices(redis)
-        clients = Clients(CLIENTS, post_photo(up.base_url, photo(), WAIT_S))
-        clients.wait_for_answers(100)
+        load = Load(Redis.from_url(up.redis_url), up.base_url)
         worker = up.child("predict@")
-        in_hand = freeze_mid_batch(redis, worker)
+        in_hand = freeze_mid_batch(load.redis, worker)
         fault_at = time.time()
         os.kill(worker, signal.SIGKILL)
         restarted_s = seconds_until(lambda: up.printed("The predict worker started again"),
                                     30, "the predict worker started again")  # fmt: skip
-        clients.wait_for_answers(100, since=time.time())  # the load goes on
-        clients.stop()
-        records = settle(redis, clients.job_ids)
-        notices.close()
-    outcome = Outcome.of(
-        "predict worker SIGKILL mid-batch, under `ecosnap up`",
-        "the API keeps answering; the worker is started again; its jobs run again "
-        "within seconds and are answered once",
-        clients, records, notices, fault_at, jobs_in_its_batch=in_hand,
-        worker_started_again_after_s=restarted_s,
-    )  # fmt: skip
-    reliability.append(outcome)
-    outcome.assert_kept()
+        outcome = load.outcome(
+            "predict worker SIGKILL mid-batch, under `ecosnap up`",
+            "the API keeps answering; the worker is started again; its jobs run again "
+            "within seconds and are answered once",
+            fault_at, jobs_in_its_batch=in_hand, worker_started_again_after_s=restarted_s,
+        )  # fmt: skip
+    kept(reliability, outcome)
     assert outcome.accepted > 0 and outcome.recovery_s <= RECOVERY_S, outcome
 
 
@@ -86,9 +82,7 @@ def test_a_frozen_predict_worker_drops_out_and_its_jobs_go_to_another(tmp_path, 
         frozen, _ = stack.start_worker("frozen"), stack.start_worker("other")
         stack.start_api()
         stack.wait_for_workers(2)
-        notices = Notices(stack.redis)
-        clients = Clients(CLIENTS, post_photo(stack.base_url, photo(), WAIT_S))
-        clients.wait_for_answers(100)
+        load = Load(stack.redis, stack.base_url)
         in_hand = freeze_mid_batch(stack.redis, frozen.pid)
         fault_at = time.time()
         dropped_s = seconds_until(lambda: frozen.pid not in stack.worker_pids(), 15,
@@ -97,19 +91,13 @@ def test_a_frozen_predict_worker_drops_out_and_its_jobs_go_to_another(tmp_path, 
         # up with a stale batch in hand, which must not answer anything twice.
         time.sleep(12)
         os.kill(frozen.pid, signal.SIGCONT)
-        clients.wait_for_answers(100, since=time.time())
-        clients.stop()
-        records = settle(stack.redis, clients.job_ids)
-        notices.close()
-    outcome = Outcome.of(
-        "predict worker SIGSTOP for 15 s (a second worker runs), then SIGCONT",
-        "the frozen worker leaves /health within seconds; what it held runs on the other "
-        "worker; when it wakes its stale batch answers nothing twice",
-        clients, records, notices, fault_at, jobs_in_its_batch=in_hand,
-        left_health_after_s=dropped_s,
-    )  # fmt: skip
-    reliability.append(outcome)
-    outcome.assert_kept()
+        outcome = load.outcome(
+            "predict worker SIGSTOP for 15 s (a second worker runs), then SIGCONT",
+            "the frozen worker leaves /health within seconds; what it held runs on the other "
+            "worker; when it wakes its stale batch answers nothing twice",
+            fault_at, jobs_in_its_batch=in_hand, left_health_after_s=dropped_s,
+        )  # fmt: skip
+    kept(reliability, outcome)
     assert dropped_s <= 10
     assert outcome.accepted > 0 and outcome.recovery_s <= RECOVERY_S, outcome
 
@@ -121,26 +109,19 @@ def test_a_predict_worker_stopped_with_sigterm_finishes_or_requeues_its_batch(
         stopped, _ = stack.start_worker("stopped"), stack.start_worker("other")
         stack.start_api()
         stack.wait_for_workers(2)
-        notices = Notices(stack.redis)
-        clients = Clients(CLIENTS, post_photo(stack.base_url, photo(), WAIT_S))
-        clients.wait_for_answers(100)
+        load = Load(stack.redis, stack.base_url)
         in_hand = freeze_mid_batch(stack.redis, stopped.pid)
         fault_at = time.time()
         stopped.send_signal(signal.SIGTERM)
         os.kill(stopped.pid, signal.SIGCONT)
         exited_s = seconds_until(lambda: stopped.poll() is not None, 60, "the worker to exit")
-        clients.wait_for_answers(100, since=time.time())
-        clients.stop()
-        records = settle(stack.redis, clients.job_ids)
-        notices.close()
-    outcome = Outcome.of(
-        "predict worker SIGTERM mid-load (a second worker runs)",
-        "the worker answers the batch in hand, puts back what it holds unstarted, and exits",
-        clients, records, notices, fault_at, jobs_in_its_batch=in_hand,
-        exited_after_s=exited_s, exit_code=stopped.returncode,
-    )  # fmt: skip
-    reliability.append(outcome)
-    outcome.assert_kept()
+        outcome = load.outcome(
+            "predict worker SIGTERM mid-load (a second worker runs)",
+            "the worker answers the batch in hand, puts back what it holds unstarted, and exits",
+            fault_at, jobs_in_its_batch=in_hand, exited_after_s=exited_s,
+            exit_code=stopped.returncode,
+        )  # fmt: skip
+    kept(reliability, outcome)
     assert stopped.returncode == 0
     assert outcome.accepted > 0 and outcome.recovery_s <= RECOVERY_S, outcome
 
@@ -150,29 +131,22 @@ def test_redis_killed_and_started_again_on_its_append_only_file(tmp_path, reliab
         worker = stack.start_worker("predict")
         stack.start_api()
         stack.wait_for_workers(1)
-        notices = Notices(stack.redis)
-        clients = Clients(CLIENTS, post_photo(stack.base_url, photo(), WAIT_S))
-        clients.wait_for_answers(100)
+        load = Load(stack.redis, stack.base_url)
         fault_at = time.time()
         stack.kill_redis()
         time.sleep(3)
         stack.restart_redis()
         restarted_at = time.time()
-        clients.wait_for_answers(1, since=restarted_at)
+        load.clients.wait_for_answers(1, since=restarted_at)
         serving_s = round(time.time() - restarted_at, 1)
-        clients.wait_for_answers(100, since=time.time())
-        clients.stop()
-        records = settle(stack.redis, clients.job_ids)
-        notices.close()
+        outcome = load.outcome(
+            "Redis SIGKILL mid-load, started again 3 s later on the same port and AOF",
+            "requests meanwhile get 503 with Retry-After, never a 500 or a hang; accepted "
+            "jobs survive in the AOF and finish; the API and worker reconnect by themselves",
+            fault_at, first_result_after_restart_s=serving_s,
+        )  # fmt: skip
         assert worker.poll() is None, "the worker rides out the outage without a restart"
-    outcome = Outcome.of(
-        "Redis SIGKILL mid-load, started again 3 s later on the same port and AOF",
-        "requests meanwhile get 503 with Retry-After, never a 500 or a hang; accepted jobs "
-        "survive in the AOF and finish; the API and worker reconnect by themselves",
-        clients, records, notices, fault_at, first_result_after_restart_s=serving_s,
-    )  # fmt: skip
-    reliability.append(outcome)
-    outcome.assert_kept()
+    kept(reliability, outcome)
     assert outcome.refused_503 > 0, "requests during the outage are refused with 503"
     # A message the broker lost in the crash is sent again from its job's record.
     redelivered_within_s = Settings().redeliver_after_s * 4 / 3 + RECOVERY_S
@@ -204,8 +178,7 @@ def test_the_api_stopped_with_clients_waiting_answers_each_of_them(tmp_path, rel
         clients, records, notices, fault_at, answers=statuses, api_exit_code=api_code,
         new_connections_refused_after_s=refused_s,
     )  # fmt: skip
-    reliability.append(outcome)
-    outcome.assert_kept()
+    kept(reliability, outcome)
     assert api_code == 0 and len(clients.attempts) == 20 and set(statuses) <= {200, 202}
     assert outcome.accepted == 20
 
@@ -259,8 +232,7 @@ def test_a_bucket_that_does_not_answer_gives_503s_and_recovers(
         "the timeout, nothing is accepted; once the bucket answers, requests succeed",
         silent, records, notices, fault_at, slowest_503_s=round(slowest, 1),
     )  # fmt: skip
-    reliability.append(outcome)
-    outcome.assert_kept()
+    kept(reliability, outcome)
     assert slowest < 4 * 2 + 2
 
 
@@ -297,8 +269,7 @@ def test_an_evaluate_worker_killed_mid_evaluation(tmp_path, reliability):
         clients, records, notices, fault_at,
         images_counted=result.get("result", {}).get("images"),
     )  # fmt: skip
-    reliability.append(outcome)
-    outcome.assert_kept()
+    kept(reliability, outcome)
     assert result["status"] == "succeeded", result
     assert result["result"]["images"] == 600  # the truncated one is skipped
     assert result["progress"]["done"] == result["progress"]["total"]  # each chunk once
@@ -338,8 +309,7 @@ def test_readiness_tells_the_truth_fast_while_200_clients_wait(tmp_path, reliabi
         not_ready_after_freeze_s=frozen_s, not_ready_after_kill_s=killed_s,
         requests_held_waiting=waiting, slowest_health_probe_ms=round(slowest_ms, 1),
     )  # fmt: skip
-    reliability.append(outcome)
-    outcome.assert_kept()
+    kept(reliability, outcome)
     assert {status for status, _ in probes} == {503, 200}  # /readyz down, /livez up
     assert frozen_s <= 10 and killed_s <= 10
     assert slowest_ms < 100, probes
