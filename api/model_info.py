@@ -28,4 +28,7 @@ def model_info():
         "format": metadata.format,
         "file": metadata.file,
         "sha256": metadata.sha256,
+        # How a photo is turned into the model's input, and what the model outputs.
+        "preprocessing": metadata.preprocessing.to_fields(),
+        "outputs": metadata.outputs,
     }

@@ -1,8 +1,11 @@
 """A model's metadata file: everything the service needs to know without loading it.
 
 The metadata sits next to the model as ``<file name>.json`` (``default.h5`` ->
-``default.h5.json``). Training writes it; the worker reads the input size, scaling and
-class order from it; the API serves it from ``/model-info`` without TensorFlow.
+``default.h5.json``). Training writes it, and ``ecosnap models add`` for a model
+trained elsewhere; the worker reads the input size, preprocessing, outputs and class
+order from it; the API serves it from ``/model-info`` without TensorFlow. Files
+written before preprocessing was declared carry only ``scale``: they read as the
+``ecosnap`` preprocessing with that scale.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from typing import Any
 
 from common.errors import Refusal
 from common.labels import CLASSES
+from common.preprocessing import PRESETS, Preprocessing, PreprocessingError
 
 DEFAULT_INPUT_SIZE: tuple[int, int] = (128, 128)
-DEFAULT_SCALE: float = 1.0 / 255.0
+# What a model's output is: probabilities, or logits the service turns into them.
+OUTPUTS = ("probabilities", "logits")
 FORMAT_NAMES: dict[str, str] = {
     "h5": "Keras (.h5)",
     "keras": "Keras (.keras)",
@@ -37,6 +42,18 @@ class MetadataError(Refusal):
     the model file it describes."""
 
 
+class MetadataMissing(Refusal):
+    """A model file without its metadata file: said in one line, with how to make it."""
+
+    def __init__(self, model_path: Path) -> None:
+        super().__init__(
+            "metadata_missing",
+            f"{model_path.name} has no metadata file ({metadata_path_for(model_path).name}); "
+            f"make one with: ecosnap models add {model_path} --preset PRESET "
+            f"(presets: {', '.join(PRESETS)})",
+        )
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
     """Describes one model file; ``input_size`` is (width, height)."""
@@ -48,7 +65,8 @@ class ModelMetadata:
     format: str = "h5"
     classes: tuple[str, ...] = CLASSES
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE
-    scale: float = DEFAULT_SCALE
+    preprocessing: Preprocessing = PRESETS["ecosnap"]
+    outputs: str = "probabilities"
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -59,7 +77,7 @@ class ModelMetadata:
         ours to set: the client's, when given, must agree with them.
         """
         check_version_name(fields.get("version"))
-        classes, size, scale = fields.get("classes"), fields.get("input_size"), fields.get("scale")
+        classes, size = fields.get("classes"), fields.get("input_size")
         description, extra = fields.get("description"), fields.get("extra", {})
         if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
             raise MetadataError(
@@ -72,8 +90,9 @@ class ModelMetadata:
             and all(isinstance(d, int) and 8 <= d <= 4096 for d in size)
         ):
             raise MetadataError("invalid_metadata", "input_size must be [width, height] in pixels.")
-        if not isinstance(scale, int | float) or isinstance(scale, bool) or not 0 < scale <= 1:
-            raise MetadataError("invalid_metadata", "scale must be a number in (0, 1], e.g. 1/255.")
+        preprocessing = preprocessing_of(fields)
+        if fields.get("outputs", "probabilities") not in OUTPUTS:
+            raise MetadataError("invalid_metadata", f"outputs is one of {', '.join(OUTPUTS)}.")
         if description is not None and (
             not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS
         ):
@@ -97,7 +116,8 @@ class ModelMetadata:
             format=upload_format,
             classes=tuple(classes),
             input_size=(size[0], size[1]),
-            scale=float(scale),
+            preprocessing=preprocessing,
+            outputs=fields.get("outputs", "probabilities"),
             extra=extra,
         )
 
@@ -110,14 +130,23 @@ class ModelMetadata:
     @classmethod
     def for_model(cls, model_path: Path) -> ModelMetadata:
         """Read the metadata file that belongs to ``model_path``."""
-        raw = json.loads(metadata_path_for(model_path).read_text())
+        try:
+            raw = json.loads(metadata_path_for(model_path).read_text())
+        except FileNotFoundError as exc:
+            raise MetadataMissing(model_path) from exc
         raw["classes"] = tuple(raw["classes"])
         raw["input_size"] = tuple(raw["input_size"])
+        raw["preprocessing"] = preprocessing_of(raw)
+        raw.pop("scale", None)
         return cls(**raw)
+
+    def to_fields(self) -> dict[str, Any]:
+        """The metadata file's JSON object."""
+        return asdict(self) | {"preprocessing": self.preprocessing.to_fields()}
 
     def write_for(self, model_path: Path) -> Path:
         path = metadata_path_for(model_path)
-        path.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n")
+        path.write_text(json.dumps(self.to_fields(), indent=2, ensure_ascii=False) + "\n")
         return path
 
     @property
@@ -128,6 +157,18 @@ class ModelMetadata:
     def input_size_text(self) -> str:
         width, height = self.input_size
         return f"{width}x{height} pixels"
+
+
+def preprocessing_of(fields: dict[str, Any]) -> Preprocessing:
+    """The ``preprocessing`` object of metadata fields; a file of before it was
+    declared gives only ``scale``, which the service's own preprocessing then uses."""
+    try:
+        if "preprocessing" in fields:
+            return Preprocessing.from_fields(fields["preprocessing"])
+        scale = fields.get("scale", PRESETS["ecosnap"].scale)
+        return Preprocessing.from_fields({"preset": "ecosnap", "scale": scale})
+    except PreprocessingError as exc:
+        raise MetadataError(exc.code, exc.message) from exc
 
 
 def check_classes(classes: tuple[str, ...] | list[str]) -> None:

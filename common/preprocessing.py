@@ -1,10 +1,18 @@
-"""Image checks and the one preprocessing function shared by training and serving.
+"""Image checks and the one preprocessing function shared by training, evaluation and
+serving.
 
-Decoding uses JPEG draft mode: libjpeg scales by 1/2, 1/4 or 1/8 while decoding, so
-a 12-megapixel phone photo is decoded at roughly the model's size instead of in full.
-PNG and WebP have no such mode: they are decoded whole, so what an image may cost is
-bounded by its decoded size (pixels x bands x bytes per sample, read from its header
-before any pixel is decoded), and a worker's decoding threads share a memory budget.
+How a photo becomes a model's input belongs to the model: its metadata carries a
+``Preprocessing`` (resize method and library, aspect ratio, JPEG draft decoding, EXIF
+orientation, channel order, value transform), so a model trained in a notebook sees
+the pixels it was trained on. ``PRESETS`` name the usual pipelines; models trained by
+``ecosnap train`` use ``ecosnap``, the service's own.
+
+With draft decoding (``ecosnap``), libjpeg scales by 1/2, 1/4 or 1/8 while decoding,
+so a 12-megapixel phone photo is decoded at roughly the model's size instead of in
+full. PNG and WebP have no such mode: they are decoded whole, so what an image may
+cost is bounded by its decoded size (pixels x bands x bytes per sample, read from its
+header before any pixel is decoded), and a worker's decoding threads share a memory
+budget.
 """
 
 from __future__ import annotations
@@ -14,12 +22,14 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from common.errors import Refusal
+from common.resize import TF_METHODS, tf_resize
 from common.settings import Settings
 
 ALLOWED_FORMATS: dict[str, str] = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -27,12 +37,178 @@ FILE_EXTENSIONS: dict[str, str] = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 
 
 MB = 1024 * 1024
+PILLOW_RESAMPLING = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "area": Image.Resampling.BOX,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+RESIZE_METHODS = {"pillow": tuple(PILLOW_RESAMPLING), "tensorflow": TF_METHODS}
+ASPECTS = ("stretch", "crop", "pad")
 # PNG colour types and their samples per pixel.
 PNG_BANDS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
 
 class ImageRejected(Refusal):
     """An image the service will not classify."""
+
+
+class PreprocessingError(Refusal):
+    """A model's preprocessing settings the service cannot follow."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid_metadata", f"preprocessing: {message}")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a model expects a photo turned into its input, and which library's
+    resizing it was trained with.
+
+    - ``resize``: ``nearest``, ``bilinear``, ``bicubic``, ``area`` or (Pillow only)
+      ``lanczos``; ``resize_backend``: ``pillow`` (what Keras ``load_img`` and
+      ``ImageDataGenerator.flow_from_directory`` use: Pillow widens its filters when
+      it shrinks, i.e. always antialiases, except ``nearest``) or ``tensorflow``
+      (``tf.image.resize``, ``image_dataset_from_directory``, ``smart_resize``:
+      ``antialias`` as given, false by default);
+    - ``aspect``: ``stretch`` to the input size, ``crop`` the largest centred box of
+      the input's aspect ratio first (``smart_resize``, ``crop_to_aspect_ratio``), or
+      ``pad`` it with black (``pad_to_aspect_ratio``);
+    - ``draft``: JPEGs may be decoded at reduced scale (fast; other pixels than a
+      full decode); ``exif_transpose``: turn a photo upright by its EXIF orientation
+      first (``load_img`` and ``tf.io.decode_image`` do not);
+    - ``channels``: ``rgb`` or ``bgr``; then each value ``v`` (0-255) becomes
+      ``v * scale + offset`` and, when ``mean`` and ``std`` are given (per channel,
+      in the model's channel order), ``(that - mean) / std``.
+    """
+
+    resize: str = "bilinear"
+    resize_backend: str = "pillow"
+    antialias: bool = False
+    aspect: str = "stretch"
+    draft: bool = True
+    exif_transpose: bool = True
+    channels: str = "rgb"
+    scale: float = 1 / 255
+    offset: float = 0.0
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.resize_backend not in RESIZE_METHODS:
+            raise PreprocessingError(f"resize_backend is one of {', '.join(RESIZE_METHODS)}.")
+        if self.resize not in RESIZE_METHODS[self.resize_backend]:
+            raise PreprocessingError(
+                f"{self.resize_backend} resizes with "
+                f"{', '.join(RESIZE_METHODS[self.resize_backend])}, not {self.resize!r}."
+            )
+        if self.aspect not in ASPECTS:
+            raise PreprocessingError(f"aspect is one of {', '.join(ASPECTS)}.")
+        if self.channels not in ("rgb", "bgr"):
+            raise PreprocessingError("channels is rgb or bgr.")
+        if (self.mean is None) != (self.std is None):
+            raise PreprocessingError("mean and std come together.")
+        if self.std is not None and not all(value > 0 for value in self.std):
+            raise PreprocessingError("std values are positive.")
+        if self.scale <= 0:
+            raise PreprocessingError("scale is positive.")
+
+    @classmethod
+    def from_fields(cls, raw: Any) -> Preprocessing:
+        """Settings as a metadata file or an upload gives them, each field checked."""
+        if not isinstance(raw, dict):
+            raise PreprocessingError("it must be a JSON object.")
+        if "preset" in raw:
+            preset = raw["preset"]
+            if preset not in PRESETS:
+                raise PreprocessingError(f"preset is one of {', '.join(PRESETS)}.")
+            base, raw = PRESETS[preset], {k: v for k, v in raw.items() if k != "preset"}
+        else:
+            base = cls()
+        known = {field.name: field.type for field in fields(cls)}
+        if unknown := sorted(raw.keys() - known.keys()):
+            raise PreprocessingError(f"unknown setting {', '.join(unknown)}.")
+        values: dict[str, Any] = {}
+        for name, value in raw.items():
+            default = getattr(base, name)
+            if name in ("mean", "std"):
+                if value is not None and not (
+                    isinstance(value, list) and len(value) == 3
+                    and all(_is_number(v) for v in value)
+                ):  # fmt: skip
+                    raise PreprocessingError(f"{name} is a list of 3 numbers, or null.")
+                values[name] = tuple(float(v) for v in value) if value is not None else None
+            elif isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise PreprocessingError(f"{name} is true or false.")
+                values[name] = value
+            elif isinstance(default, float):
+                if not _is_number(value):
+                    raise PreprocessingError(f"{name} is a number.")
+                values[name] = float(value)
+            elif not isinstance(value, str):
+                raise PreprocessingError(f"{name} is a string.")
+            else:
+                values[name] = value
+        return replace(base, **values)
+
+    def to_fields(self) -> dict[str, Any]:
+        return {field.name: _listed(getattr(self, field.name)) for field in fields(self)}
+
+    def values(self, pixels: np.ndarray) -> np.ndarray:
+        """Resized RGB pixels (0-255, float32) as the model takes them."""
+        if self.channels == "bgr":
+            pixels = pixels[..., ::-1]
+        values = pixels * np.float32(self.scale) + np.float32(self.offset)
+        if self.mean is not None and self.std is not None:
+            values = (values - np.float32(self.mean)) / np.float32(self.std)
+        return values.astype(np.float32, copy=False)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _listed(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+# The pipelines models are usually trained with, by name.
+PRESETS: dict[str, Preprocessing] = {
+    # The service's own (``ecosnap train``): fast JPEG decoding, upright photos.
+    "ecosnap": Preprocessing(),
+    # ImageDataGenerator(rescale=1/255).flow_from_directory(target_size=...):
+    # keras.utils.load_img with its default nearest resize, no EXIF rotation.
+    "keras-flow-from-directory": Preprocessing(resize="nearest", draft=False, exif_transpose=False),
+    # keras.utils.image_dataset_from_directory(image_size=...): tf.image.resize,
+    # bilinear, values 0-255 (a Rescaling layer inside the model scales them).
+    "keras-image-dataset": Preprocessing(
+        resize_backend="tensorflow", draft=False, exif_transpose=False, scale=1.0
+    ),
+    # The same pipeline with keras.applications.mobilenet_v2.preprocess_input: [-1, 1].
+    "mobilenet-v2": Preprocessing(
+        resize_backend="tensorflow",
+        draft=False,
+        exif_transpose=False,
+        scale=1 / 127.5,
+        offset=-1.0,
+    ),
+    # torchvision-style ImageNet normalisation: Pillow bilinear, mean and std.
+    "imagenet": Preprocessing(
+        draft=False, exif_transpose=False, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+    ),
+    # keras.applications' "caffe" mode (ResNet50, VGG): BGR, ImageNet means subtracted.
+    "caffe": Preprocessing(
+        resize_backend="tensorflow",
+        draft=False,
+        exif_transpose=False,
+        channels="bgr",
+        scale=1.0,
+        mean=(103.939, 116.779, 123.68),
+        std=(1.0, 1.0, 1.0),
+    ),
+}
 
 
 class DecodeBudget:
@@ -194,24 +370,48 @@ def _image_end(data: bytes, image: Image.Image) -> int | None:
 
 
 def decode_for_model(
-    data: bytes, size: tuple[int, int], limits: ImageLimits = DEFAULT_LIMITS
-) -> Image.Image:
-    """Decode, orient and resize an image to ``size`` (width, height) as RGB, within
-    the limits: its decoded size is checked before a pixel is decoded, and the
-    decoding holds that much (plus its RGB copy) of the budget."""
+    data: bytes,
+    size: tuple[int, int],
+    spec: Preprocessing = PRESETS["ecosnap"],
+    limits: ImageLimits = DEFAULT_LIMITS,
+) -> np.ndarray:
+    """Decode an image and resize it to ``size`` (width, height) as ``spec`` says:
+    RGB pixels, 0-255, float32, shape (height, width, 3). Within the limits: its
+    decoded size is checked before a pixel is decoded, and the decoding holds that
+    much (plus its RGB copy) of the budget."""
     image = open_image(data, limits.max_pixels)
-    image.draft("RGB", size)
+    if spec.draft:
+        image.draft("RGB", size)
     cost = check_decoded_size(data, image, limits)
     rgb_copy = image.size[0] * image.size[1] * 3
     with limits.budget.held(cost + rgb_copy) if limits.budget else nullcontext():
-        return _decode(image, size)
+        with _rejecting_corrupt():
+            if spec.exif_transpose:
+                image = ImageOps.exif_transpose(image)
+            image = _fit_aspect(image.convert("RGB"), size, spec.aspect)
+        if spec.resize_backend == "pillow":
+            resized = image.resize(size, PILLOW_RESAMPLING[spec.resize])
+            return np.asarray(resized, dtype=np.float32)
+        return tf_resize(np.asarray(image, dtype=np.float32), size, spec.resize, spec.antialias)
 
 
-def _decode(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    with _rejecting_corrupt():
-        image = ImageOps.exif_transpose(image)
-        image = image.convert("RGB")
-    return image.resize(size, Image.Resampling.BILINEAR)
+def _fit_aspect(image: Image.Image, size: tuple[int, int], aspect: str) -> Image.Image:
+    """Crop or pad to the input's aspect ratio, as Keras' ``smart_resize`` and its
+    ``pad_to_aspect_ratio`` do (the same rounding), or leave it to be stretched."""
+    width, height = image.size
+    target_width, target_height = size
+    if aspect == "crop":
+        crop_height = max(min(height, int(width * target_height / target_width)), 1)
+        crop_width = max(min(width, int(height * target_width / target_height)), 1)
+        top, left = int((height - crop_height) / 2), int((width - crop_width) / 2)
+        return image.crop((left, top, left + crop_width, top + crop_height))
+    if aspect == "pad":
+        top = int((max(height, int(width * target_height / target_width)) - height) / 2)
+        left = int((max(width, int(height * target_width / target_height)) - width) / 2)
+        padded = Image.new("RGB", (width + 2 * left, height + 2 * top))
+        padded.paste(image, (left, top))
+        return padded
+    return image
 
 
 @contextmanager
@@ -224,8 +424,10 @@ def _rejecting_corrupt() -> Iterator[None]:
 
 
 def preprocess(
-    data: bytes, size: tuple[int, int], scale: float, limits: ImageLimits = DEFAULT_LIMITS
+    data: bytes,
+    size: tuple[int, int],
+    spec: Preprocessing = PRESETS["ecosnap"],
+    limits: ImageLimits = DEFAULT_LIMITS,
 ) -> np.ndarray:
-    """Image bytes -> float32 array of shape (height, width, 3), scaled by ``scale``."""
-    image = decode_for_model(data, size, limits)
-    return np.asarray(image, dtype=np.float32) * np.float32(scale)
+    """Image bytes -> the model's input: float32, shape (height, width, 3)."""
+    return spec.values(decode_for_model(data, size, spec, limits))

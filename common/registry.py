@@ -106,6 +106,8 @@ class ModelRegistry:
             "sha256": metadata.sha256,
             "classes": list(metadata.classes),
             "input_size": list(metadata.input_size),
+            "preprocessing": metadata.preprocessing.to_fields(),
+            "outputs": metadata.outputs,
             "extra": metadata.extra,
         }
 

@@ -12,7 +12,6 @@ import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -261,7 +260,7 @@ def test_a_model_with_a_lambda_layer_is_refused_without_running_its_code(
     upload = requests.post(
         keyed_stack.url("/models"),
         files={"model": (path.name, path.read_bytes()),
-               "metadata": (None, json.dumps(asdict(metadata)))},
+               "metadata": (None, json.dumps(metadata.to_fields()))},
         headers=admin, timeout=TIMEOUT,
     )  # fmt: skip
     assert upload.status_code == 202, upload.text

@@ -60,8 +60,8 @@ def second_model(tmp_path_factory):
 
 def expected_confidences(path, version: str) -> dict[tuple[int, str], tuple[str, float]]:
     runtime = load_runtime(path)
-    size, scale = runtime.metadata.input_size, runtime.metadata.scale
-    batch = np.stack([preprocess(image, size, scale) for image in IMAGES])
+    size, spec = runtime.metadata.input_size, runtime.metadata.preprocessing
+    batch = np.stack([preprocess(image, size, spec) for image in IMAGES])
     rows = runtime.predict(batch)
     return {
         (i, version): (CLASSES[int(row.argmax())], float(row.max()) * 100)

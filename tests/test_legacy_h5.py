@@ -29,7 +29,7 @@ def fixture_batch(metadata: ModelMetadata) -> np.ndarray:
     """The inputs the fixture script gave Keras 2, drawn again from the same seed."""
     width, height = metadata.input_size
     pixels = np.random.default_rng(0).uniform(0, 255, (4, height, width, 3))
-    return (pixels * metadata.scale).astype(np.float32)
+    return (pixels * metadata.preprocessing.scale).astype(np.float32)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -29,7 +29,7 @@ def two_tone(size=(400, 300)) -> Image.Image:
 
 
 def test_preprocess_gives_scaled_float_array_of_model_size():
-    array = preprocess(photo(), (128, 128), 1 / 255)
+    array = preprocess(photo(), (128, 128))
     assert array.shape == (128, 128, 3)
     assert array.dtype == np.float32
     assert array.min() >= 0.0 and array.max() <= 1.0
@@ -39,7 +39,7 @@ def test_preprocess_gives_scaled_float_array_of_model_size():
 def test_png_with_alpha_and_webp_become_rgb():
     rgba = Image.new("RGBA", (64, 48), (10, 200, 30, 128))
     for data in (encoded(rgba, "PNG"), encoded(rgba, "WEBP")):
-        assert decode_for_model(data, (32, 32)).mode == "RGB"
+        assert decode_for_model(data, (32, 32)).shape == (32, 32, 3)  # RGB
 
 
 def test_exif_orientation_is_applied():
@@ -63,7 +63,7 @@ def test_large_jpeg_is_decoded_in_draft_mode(monkeypatch):
 
     monkeypatch.setattr(JpegImageFile, "draft", spy)
     data = photo(size=(4000, 3000))
-    assert decode_for_model(data, (128, 128)).size == (128, 128)
+    assert decode_for_model(data, (128, 128)).shape == (128, 128, 3)
     decoded_size, _ = requested[0]
     assert decoded_size == (500, 375), "libjpeg should decode at 1/8 scale"
 
@@ -139,7 +139,8 @@ def test_a_large_jpeg_counts_at_the_size_it_is_decoded_at():
     about 1 MB, well within a limit a 20-megapixel PNG exceeds."""
     limits = ImageLimits(max_decoded_bytes=10 * MB)
     assert verify_image(photo(size=(5000, 4000)), limits).format == "JPEG"
-    assert decode_for_model(photo(size=(5000, 4000)), (128, 128), limits).size == (128, 128)
+    decoded = decode_for_model(photo(size=(5000, 4000)), (128, 128), limits=limits)
+    assert decoded.shape == (128, 128, 3)
     with pytest.raises(ImageRejected):
         verify_image(flat_png(5000, 4000, bit_depth=8, colour_type=2), limits)
 

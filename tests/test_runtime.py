@@ -15,7 +15,7 @@ def test_batches_of_any_size_reuse_one_traced_function():
     runtime = load_runtime(DEFAULT_MODEL_PATH)
     metadata = ModelMetadata.for_model(DEFAULT_MODEL_PATH)
     images = np.stack(
-        [preprocess(photo(seed=s), metadata.input_size, metadata.scale) for s in range(7)]
+        [preprocess(photo(seed=s), metadata.input_size, metadata.preprocessing) for s in range(7)]
     )
     together = runtime.predict(images)
     for size in (1, 3, 7):

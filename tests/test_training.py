@@ -13,7 +13,7 @@ from cli.main import main
 from common.datasets import DatasetError, ZipLimits
 from common.labels import CLASSES
 from common.model_metadata import ModelMetadata, file_sha256
-from common.preprocessing import preprocess
+from common.preprocessing import PRESETS, preprocess
 from tests.conftest import photo
 from training.dataset import assign_splits, load, open_source
 from training.synthetic import write_dataset
@@ -21,7 +21,7 @@ from training.train import balanced_class_weights
 from worker.runtime import load_runtime
 from worker.validation import check_runtime
 
-SIZE, SCALE = (128, 128), 1 / 255
+SIZE, SPEC = (128, 128), PRESETS["ecosnap"]
 ZIP_LIMITS = ZipLimits()
 
 
@@ -41,8 +41,8 @@ def test_folders_zips_and_aliases_read_alike(tmp_path):
     (tmp_path / "data.zip").write_bytes(
         zip_of(tmp_path / "data", {"notes/readme.jpg": photo(), "x/.DS_Store": b"\0"})
     )
-    from_folder = load(str(tmp_path / "data"), SIZE, SCALE)
-    from_zip = load(str(tmp_path / "data.zip"), SIZE, SCALE)
+    from_folder = load(str(tmp_path / "data"), SIZE, SPEC)
+    from_zip = load(str(tmp_path / "data.zip"), SIZE, SPEC)
     assert sorted(from_folder.labels.tolist()) == sorted(list(range(len(CLASSES))) * 2)
     assert from_zip.fingerprint == from_folder.fingerprint
     np.testing.assert_array_equal(np.sort(from_zip.labels), np.sort(from_folder.labels))
@@ -52,23 +52,23 @@ def test_folders_zips_and_aliases_read_alike(tmp_path):
 
 def test_the_fingerprint_names_the_content(tmp_path):
     write_dataset(tmp_path / "a", per_class=1, seed=1)
-    before = load(str(tmp_path / "a"), SIZE, SCALE).fingerprint
+    before = load(str(tmp_path / "a"), SIZE, SPEC).fingerprint
     first = sorted((tmp_path / "a").rglob("*.jpg"))[0]
     first.rename(first.with_name("renamed.jpg"))
-    assert load(str(tmp_path / "a"), SIZE, SCALE).fingerprint == before
+    assert load(str(tmp_path / "a"), SIZE, SPEC).fingerprint == before
     Image.new("RGB", (64, 64), (9, 9, 9)).save(first.with_name("renamed.jpg"))
-    assert load(str(tmp_path / "a"), SIZE, SCALE).fingerprint != before
+    assert load(str(tmp_path / "a"), SIZE, SPEC).fingerprint != before
 
 
 def test_the_split_follows_the_images_not_their_names_or_order(tmp_path):
     write_dataset(tmp_path / "a", per_class=5, seed=2)
-    folder = load(str(tmp_path / "a"), SIZE, SCALE)
+    folder = load(str(tmp_path / "a"), SIZE, SPEC)
     renamed = tmp_path / "b"
     for path in sorted((tmp_path / "a").rglob("*.jpg")):
         target = renamed / path.parent.name / f"z{path.stem[::-1]}.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(path.read_bytes())
-    other = load(str(renamed), SIZE, SCALE)
+    other = load(str(renamed), SIZE, SPEC)
     np.testing.assert_array_equal(folder.images, other.images)
     first, _ = assign_splits(folder.labels, folder.given_splits, seed=3)
     second, _ = assign_splits(other.labels, other.given_splits, seed=3)
@@ -78,28 +78,28 @@ def test_the_split_follows_the_images_not_their_names_or_order(tmp_path):
 def test_unreadable_images_are_counted_not_fatal(tmp_path):
     write_dataset(tmp_path, per_class=1)
     (tmp_path / "Kaca" / "broken.jpg").write_bytes(photo()[:500])
-    loaded = load(str(tmp_path), SIZE, SCALE)
+    loaded = load(str(tmp_path), SIZE, SPEC)
     assert len(loaded.labels) == len(CLASSES) and loaded.skipped["unreadable_image"] == 1
     # A damaged zip member (its bytes no longer match its CRC) counts the same way.
     image = photo("Logam", seed=9)
     data = bytearray(zip_of(tmp_path, {"Logam/damaged.jpg": image}))
     data[data.index(image[-200:])] ^= 0xFF
     (tmp_path / "damaged.zip").write_bytes(bytes(data))
-    from_zip = load(str(tmp_path / "damaged.zip"), SIZE, SCALE)
+    from_zip = load(str(tmp_path / "damaged.zip"), SIZE, SPEC)
     assert from_zip.skipped["unreadable_image"] == 2 and len(from_zip.labels) == len(CLASSES)
 
 
 def test_missing_and_unlabelled_sources_are_refused(tmp_path):
     with pytest.raises(DatasetError, match="no such folder"):
-        load(str(tmp_path / "nope"), SIZE, SCALE)
+        load(str(tmp_path / "nope"), SIZE, SPEC)
     (tmp_path / "bottles").mkdir()
     (tmp_path / "bottles" / "a.jpg").write_bytes(photo())
     with pytest.raises(DatasetError) as refused:
-        load(str(tmp_path), SIZE, SCALE)
+        load(str(tmp_path), SIZE, SPEC)
     assert refused.value.code == "no_matching_classes" and "bottles" in refused.value.message
     (tmp_path / "plain.zip").write_bytes(b"not a zip")
     with pytest.raises(DatasetError, match="neither a folder nor a zip"):
-        load(str(tmp_path / "plain.zip"), SIZE, SCALE)
+        load(str(tmp_path / "plain.zip"), SIZE, SPEC)
 
 
 def test_an_unsplit_dataset_is_cut_80_20_then_80_20_stratified():
@@ -220,7 +220,7 @@ def test_train_writes_both_formats_metadata_and_a_report(tmp_path, tiny_zip):
     for picture in ("curves.png", "confusion.png"):
         assert Image.open(model_dir / "tiny-report" / picture).format == "PNG"
 
-    batch = np.stack([preprocess(photo(seed=s), SIZE, SCALE) for s in range(3)])
+    batch = np.stack([preprocess(photo(seed=s), SIZE, SPEC) for s in range(3)])
     h5, keras_file = load_runtime(model_dir / "tiny.h5"), load_runtime(model_dir / "tiny.keras")
     np.testing.assert_allclose(h5.predict(batch), keras_file.predict(batch), atol=1e-6)
     assert check_runtime(h5)["classes"] == len(CLASSES)

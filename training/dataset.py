@@ -26,7 +26,7 @@ from common.datasets import (
     read_member,
 )
 from common.labels import CLASSES
-from common.preprocessing import ImageRejected, preprocess
+from common.preprocessing import ImageRejected, Preprocessing, preprocess
 
 KAGGLE_PREFIX = "kaggle:"
 SPLITS = ("train", "val", "test")
@@ -86,7 +86,10 @@ def open_source(
 
 
 def load(
-    source: str, size: tuple[int, int], scale: float, limits: ZipLimits | None = None
+    source: str,
+    size: tuple[int, int],
+    spec: Preprocessing,
+    limits: ZipLimits | None = None,
 ) -> LabelledImages:
     """Decode every labelled image of ``source``; unreadable ones are counted, not fatal.
 
@@ -102,7 +105,7 @@ def load(
         for member, label in items:
             try:
                 data = read(member)
-                image = preprocess(data, size, scale)
+                image = preprocess(data, size, spec)
             except (ImageRejected, DatasetError, OSError):
                 skipped["unreadable_image"] += 1
                 continue

@@ -14,7 +14,8 @@ import numpy as np
 
 from common.datasets import ZipLimits
 from common.labels import CLASSES
-from common.model_metadata import DEFAULT_INPUT_SIZE, DEFAULT_SCALE, ModelMetadata, file_sha256
+from common.model_metadata import DEFAULT_INPUT_SIZE, ModelMetadata, file_sha256
+from common.preprocessing import PRESETS
 from common.reports import metrics
 from training.architectures import build, load_initial_weights
 from training.dataset import assign_splits, load
@@ -71,9 +72,10 @@ def train(
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    size, scale = DEFAULT_INPUT_SIZE, DEFAULT_SCALE
-
-    dataset = load(data, size, scale, limits)
+    # The service's own preprocessing, written into the model's metadata below.
+    size, spec = DEFAULT_INPUT_SIZE, PRESETS["ecosnap"]
+    scale = spec.scale
+    dataset = load(data, size, spec, limits)
     splits, stratified = assign_splits(dataset.labels, dataset.given_splits, seed)
     x = {name: dataset.images[idx] for name, idx in splits.items()}
     y = {name: dataset.labels[idx] for name, idx in splits.items()}
@@ -160,6 +162,7 @@ def train(
                 file=path.name,
                 sha256=file_sha256(path),
                 format=path.suffix.lstrip("."),
+                preprocessing=spec,
                 extra=extra,
             )
         )

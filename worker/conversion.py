@@ -42,7 +42,9 @@ def sample_batch(metadata: ModelMetadata, per_class: int = 2, seed: int = 123) -
     rng = np.random.default_rng(seed)
     return np.stack(
         [
-            preprocess(jpeg_bytes(draw_photo(label, rng)), metadata.input_size, metadata.scale)
+            preprocess(
+                jpeg_bytes(draw_photo(label, rng)), metadata.input_size, metadata.preprocessing
+            )
             for label in CLASSES
             for _ in range(per_class)
         ]

@@ -67,7 +67,7 @@ def prepare_each(
 
     def prepare(read: Callable[[], bytes]) -> np.ndarray | dict[str, str]:
         try:
-            return preprocess(read(), metadata.input_size, metadata.scale, limits)
+            return preprocess(read(), metadata.input_size, metadata.preprocessing, limits)
         except Refusal as exc:  # the image, or a dataset's member, is unreadable
             return exc.as_error()
         except StorageError as exc:

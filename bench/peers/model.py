@@ -31,7 +31,7 @@ class PeerModel:
         self.input_name = self.session.get_inputs()[0].name
 
     def prepare(self, data: bytes) -> np.ndarray:
-        return preprocess(data, self.metadata.input_size, self.metadata.scale)
+        return preprocess(data, self.metadata.input_size, self.metadata.preprocessing)
 
     def answer(self, batch: np.ndarray) -> list[dict]:
         probabilities = self.session.run(None, {self.input_name: batch})[0]
