@@ -91,6 +91,15 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_add(args: argparse.Namespace) -> int:
+    import os
+
+    from cli.models import add
+
+    return add(args.model, args.preset, args.version, args.description, tuple(args.classes),
+               args.upload, args.activate, os.environ.get("ADMIN_API_KEY"))  # fmt: skip
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from cli.evaluate import evaluate
 
@@ -105,6 +114,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from cli.up import default_port
+    from common.labels import CLASSES
+    from common.preprocessing import PRESETS
     from training.architectures import ARCHITECTURES
 
     parser = argparse.ArgumentParser(prog="ecosnap", description=__doc__)
@@ -146,6 +157,27 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", type=Path, default=None)
     export.set_defaults(run=_export)
 
+    models = commands.add_parser("models", help="models trained elsewhere")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    add = model_commands.add_parser(
+        "add", help="write a model file's metadata from the file itself, optionally upload it"
+    )
+    add.add_argument("model", type=Path, help="a .h5, .keras, .onnx or .tflite file")
+    add.add_argument("--preset", required=True, choices=sorted(PRESETS),
+                     help="how the model's training fed it its images")  # fmt: skip
+    add.add_argument("--classes", type=lambda text: text.split(","), default=list(CLASSES),
+                     help=f"the model's output order (default {','.join(CLASSES)})")  # fmt: skip
+    add.add_argument("--version", default=None, help="default: the file's name and sha256")
+    add.add_argument("--description", default=None, help="for /model-info")
+    add.add_argument(
+        "--upload",
+        metavar="API",
+        default=None,
+        help="send it to this service (with ADMIN_API_KEY) and wait for validation",
+    )
+    add.add_argument("--activate", action="store_true", help="with --upload: serve it")
+    add.set_defaults(run=_models_add)
+
     evaluate = commands.add_parser("evaluate", help="evaluate the served model on a zip")
     evaluate.add_argument("dataset", help="a local .zip or gs://BUCKET/key.zip")
     evaluate.add_argument("--api", default=f"http://127.0.0.1:{default_port()}")
@@ -160,5 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a refusal (a model without metadata, a model the service cannot
+    serve, a bad version name) is one line on stderr and exit code 2, not a traceback."""
+    from common.errors import Refusal
+
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except Refusal as exc:
+        return _refuse(args.command, exc.message)
+    except FileNotFoundError as exc:
+        return _refuse(args.command, f"{exc.filename}: no such file")

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from common.model_metadata import ModelMetadata
 from common.processes import (
     free_port,
     http_ok,
@@ -62,6 +63,7 @@ class Supervised:
 
 def up(port: int, startup_timeout_s: float = 180.0) -> int:
     settings = Settings.from_env()
+    ModelMetadata.for_model(settings.model_path)  # a model without metadata: said at once
     logs = settings.var_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stack: list[Supervised] = []

@@ -18,7 +18,7 @@ from redis import RedisError
 from common.batch_stats import count_batch
 from common.errors import Refusal
 from common.jobs import GAVE_UP, WORKER_ERROR, JobStore
-from common.labels import suggestion
+from common.labels import CLASSES, suggestion
 from common.messages import MalformedMessage, Photo, Predict
 from common.model_metadata import ModelMetadata
 from common.preprocessing import ImageLimits, preprocess
@@ -50,6 +50,10 @@ def describe(probabilities: np.ndarray, photo: Photo, runtime: ModelRuntime) -> 
             {"label": classes[index], "confidence": percent(probabilities[index])}
             for index in order
         ],
+        # Every class, unrounded, in the service's order.
+        "probabilities": {
+            name: float(probabilities[classes.index(name)]) for name in CLASSES if name in classes
+        },
     }
 
 

@@ -4,6 +4,12 @@ Everything else in the worker talks to a ``ModelRuntime`` and never to a framewo
 so serving another format is a matter of this module alone. The runtime is picked
 from the file: ``.h5``/``.keras`` (Keras), a directory (TensorFlow SavedModel),
 ``.onnx`` (ONNX Runtime) or ``.tflite`` (LiteRT).
+
+A model whose metadata says it outputs logits gets a softmax. A model file whose
+batch dimension is fixed (a ``.tflite`` from ``TFLiteConverter``, many ONNX exports)
+is still served in batches where its runtime can resize the input (``batching``:
+``resized``), else one image at a time (``one at a time``); ``GET /models`` shows
+which, per worker.
 """
 
 from __future__ import annotations
@@ -21,10 +27,33 @@ class ModelRuntime(Protocol):
     metadata: ModelMetadata
     # The input shape the model file itself declares; None for a free dimension.
     input_shape: tuple[int | None, ...]
+    # How batches reach the model: "dynamic", "resized" or "one at a time".
+    batching: str
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(N, height, width, 3) float32 -> (N, classes) probabilities."""
         ...
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+class Runtime:
+    """What every runtime shares: its metadata, how it batches, and the softmax of a
+    model that outputs logits. Each framework's class runs the model (``_run``)."""
+
+    metadata: ModelMetadata
+    input_shape: tuple[int | None, ...]
+    batching = "dynamic"
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        outputs = np.asarray(self._run(batch), dtype=np.float32)
+        return softmax(outputs) if self.metadata.outputs == "logits" else outputs
 
 
 def _dimensions(shape) -> tuple[int | None, ...]:
@@ -39,7 +68,7 @@ def _input_spec(metadata: ModelMetadata):
     return tf.TensorSpec([None, height, width, 3], tf.float32)
 
 
-class KerasRuntime:
+class KerasRuntime(Runtime):
     """A Keras ``.h5``/``.keras`` model (Keras 2 ``.h5`` files too) called through one
     traced ``tf.function``.
 
@@ -61,7 +90,7 @@ class KerasRuntime:
             input_signature=[_input_spec(metadata)],
         )
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         return self._call(batch).numpy()
 
     @property
@@ -69,7 +98,7 @@ class KerasRuntime:
         return self._call.experimental_get_tracing_count()
 
 
-class SavedModelRuntime:
+class SavedModelRuntime(Runtime):
     """A TensorFlow SavedModel directory, through its ``serving_default`` signature."""
 
     def __init__(self, path: Path, metadata: ModelMetadata) -> None:
@@ -84,55 +113,123 @@ class SavedModelRuntime:
             signature.structured_input_signature[1][self._input_name].shape.as_list()
         )
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         outputs = self._signature(**{self._input_name: batch})
         return next(iter(outputs.values())).numpy()
 
 
-class OnnxRuntime:
-    """An ONNX model in ONNX Runtime's CPU provider, one thread per core."""
+def _one_at_a_time(run, batch: np.ndarray) -> np.ndarray:
+    return np.concatenate([run(batch[i : i + 1]) for i in range(len(batch))])
+
+
+class OnnxRuntime(Runtime):
+    """An ONNX model in ONNX Runtime's CPU provider, one thread per core.
+
+    A file whose batch dimension is fixed is loaded with that dimension made free
+    when the graph then runs a batch of two (``resized``); one that does not runs
+    one image at a time.
+    """
 
     def __init__(self, path: Path, metadata: ModelMetadata) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = os.cpu_count() or 1
-        # Idle threads would otherwise spin between batches, taking the cores that
-        # decoding, Celery and the API need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.metadata = metadata
-        self._session = onnxruntime.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
-        self._input_name = self._session.get_inputs()[0].name
+        self._session = _onnx_session(str(path))
         self.input_shape = _dimensions(self._session.get_inputs()[0].shape)
+        self._input_name = self._session.get_inputs()[0].name
+        if self.input_shape[0] is not None:
+            self._session, self.batching = _onnx_with_free_batch(path, self._session, metadata)
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._input_name: batch})[0]
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        def run(images: np.ndarray) -> np.ndarray:
+            return self._session.run(None, {self._input_name: images})[0]
+
+        return _one_at_a_time(run, batch) if self.batching == "one at a time" else run(batch)
 
 
-class TFLiteRuntime:
-    """A TFLite model in LiteRT's interpreter; the input is resized per batch size."""
+def _onnx_session(model: str | bytes):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    # Idle threads would otherwise spin between batches, taking the cores that
+    # decoding, Celery and the API need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def _onnx_with_free_batch(path: Path, session, metadata: ModelMetadata):
+    """The session with a free batch dimension, "resized"; or as it was, "one at a time"."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for value in (model.graph.input[0], *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    width, height = metadata.input_size
+    try:
+        resized = _onnx_session(model.SerializeToString())
+        name = resized.get_inputs()[0].name
+        outputs = resized.run(None, {name: np.zeros((2, height, width, 3), np.float32)})[0]
+        if outputs.shape[0] == 2:
+            return resized, "resized"
+    except Exception:  # whatever ONNX Runtime says of a graph tied to its batch size
+        pass
+    return session, "one at a time"
+
+
+class TFLiteRuntime(Runtime):
+    """A TFLite model in LiteRT's interpreter; the input is resized per batch size.
+
+    A fixed batch dimension is resized too, when the interpreter then runs a batch of
+    two (``resized``); otherwise the model takes one image at a time. Integer inputs
+    and outputs (a fully quantized model) are quantized and dequantized with the
+    model's own parameters.
+    """
 
     def __init__(self, path: Path, metadata: ModelMetadata) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.metadata = metadata
         self._interpreter = Interpreter(str(path), num_threads=os.cpu_count() or 1)
-        details = self._interpreter.get_input_details()[0]
-        self._input = details["index"]
-        self.input_shape = _dimensions(details["shape_signature"].tolist())
-        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        self.input_shape = _dimensions(self._input["shape_signature"].tolist())
         self._batch_size = 0
+        if self.input_shape[0] is not None:
+            width, height = metadata.input_size
+            try:
+                self._invoke(np.zeros((2, height, width, 3), np.float32))
+                self.batching = "resized"
+            except (RuntimeError, ValueError):
+                self.batching = "one at a time"
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
         if len(batch) != self._batch_size:
-            self._interpreter.resize_tensor_input(self._input, batch.shape)
+            self._interpreter.resize_tensor_input(self._input["index"], batch.shape)
             self._interpreter.allocate_tensors()
             self._batch_size = len(batch)
-        self._interpreter.set_tensor(self._input, batch)
+        self._interpreter.set_tensor(self._input["index"], _quantized(batch, self._input))
         self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output).copy()
+        return _dequantized(self._interpreter.get_tensor(self._output["index"]), self._output)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        if self.batching == "one at a time":
+            return _one_at_a_time(self._invoke, batch)
+        return self._invoke(batch)
+
+
+def _quantized(values: np.ndarray, details: dict) -> np.ndarray:
+    dtype = details["dtype"]
+    if np.issubdtype(dtype, np.floating):
+        return values.astype(dtype, copy=False)
+    scale, zero_point = details["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(values / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantized(values: np.ndarray, details: dict) -> np.ndarray:
+    if np.issubdtype(values.dtype, np.floating):
+        return values.copy()
+    scale, zero_point = details["quantization"]
+    return (values.astype(np.float32) - zero_point) * scale
 
 
 KERAS_FORMATS = frozenset({"h5", "keras"})

@@ -81,6 +81,7 @@ class WorkerState:
             "pid": os.getpid(),
             "model_version": self.models.active.metadata.version,
             "runtime": type(self.models.active).__name__,
+            "batching": self.models.active.batching,
             "load_error": self.models.load_error,
             "queues": self.queues,
             "photos_per_s": round(self.capacity.photos_per_s, 1),

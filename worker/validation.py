@@ -53,7 +53,8 @@ def check_runtime(runtime: ModelRuntime) -> dict[str, Any]:
     if not np.isfinite(probabilities).all() or not np.allclose(sums, 1.0, atol=1e-3):
         raise InvalidModel(
             "The model's outputs on the sample photos are not probabilities "
-            "(finite, summing to 1); does it end in a softmax?"
+            "(finite, summing to 1); if they are logits, say so in the metadata "
+            '("outputs": "logits"), as `ecosnap models add` does.'
         )
     expected = np.repeat(np.arange(len(CLASSES)), len(batch) // len(CLASSES))
     predicted = [CLASSES.index(metadata.classes[i]) for i in probabilities.argmax(axis=1)]
