@@ -18,6 +18,7 @@ budget.
 from __future__ import annotations
 
 import io
+import math
 import threading
 import warnings
 from collections.abc import Iterator
@@ -73,8 +74,10 @@ class Preprocessing:
       (``tf.image.resize``, ``image_dataset_from_directory``, ``smart_resize``:
       ``antialias`` as given, false by default);
     - ``aspect``: ``stretch`` to the input size, ``crop`` the largest centred box of
-      the input's aspect ratio first (``smart_resize``, ``crop_to_aspect_ratio``), or
-      ``pad`` it with black (``pad_to_aspect_ratio``);
+      the input's aspect ratio first (``smart_resize``, ``crop_to_aspect_ratio``,
+      ``load_img(keep_aspect_ratio=True)``), or ``pad``: scale to fit and centre it
+      in black borders (``tf.image.resize_with_pad``, which
+      ``image_dataset_from_directory(pad_to_aspect_ratio=True)`` uses);
     - ``draft``: JPEGs may be decoded at reduced scale (fast; other pixels than a
       full decode); ``exif_transpose``: turn a photo upright by its EXIF orientation
       first (``load_img`` and ``tf.io.decode_image`` do not);
@@ -388,30 +391,49 @@ def decode_for_model(
         with _rejecting_corrupt():
             if spec.exif_transpose:
                 image = ImageOps.exif_transpose(image)
-            image = _fit_aspect(image.convert("RGB"), size, spec.aspect)
-        if spec.resize_backend == "pillow":
-            resized = image.resize(size, PILLOW_RESAMPLING[spec.resize])
-            return np.asarray(resized, dtype=np.float32)
-        return tf_resize(np.asarray(image, dtype=np.float32), size, spec.resize, spec.antialias)
+            image = image.convert("RGB")
+        if spec.aspect != "pad":
+            return _resized(image, size, spec)
+        # tf.image.resize_with_pad (image_dataset_from_directory's pad_to_aspect_ratio):
+        # resized to fit, then centred in black borders.
+        fitted, (left, top) = _fit_within(image.size, size)
+        pixels = np.zeros((size[1], size[0], 3), np.float32)
+        pixels[top : top + fitted[1], left : left + fitted[0]] = _resized(image, fitted, spec)
+        return pixels
 
 
-def _fit_aspect(image: Image.Image, size: tuple[int, int], aspect: str) -> Image.Image:
-    """Crop or pad to the input's aspect ratio, as Keras' ``smart_resize`` and its
-    ``pad_to_aspect_ratio`` do (the same rounding), or leave it to be stretched."""
-    width, height = image.size
-    target_width, target_height = size
-    if aspect == "crop":
-        crop_height = max(min(height, int(width * target_height / target_width)), 1)
-        crop_width = max(min(width, int(height * target_width / target_height)), 1)
-        top, left = int((height - crop_height) / 2), int((width - crop_width) / 2)
-        return image.crop((left, top, left + crop_width, top + crop_height))
-    if aspect == "pad":
-        top = int((max(height, int(width * target_height / target_width)) - height) / 2)
-        left = int((max(width, int(height * target_width / target_height)) - width) / 2)
-        padded = Image.new("RGB", (width + 2 * left, height + 2 * top))
-        padded.paste(image, (left, top))
-        return padded
-    return image
+def _resized(image: Image.Image, size: tuple[int, int], spec: Preprocessing) -> np.ndarray:
+    box = _crop_box(image.size, size) if spec.aspect == "crop" else None
+    if spec.resize_backend == "pillow":
+        # Resized from the box, as Keras' load_img(keep_aspect_ratio=True) does: the
+        # filter may reach past the box's edges, unlike a crop and then a resize.
+        resized = image.resize(size, PILLOW_RESAMPLING[spec.resize], box=box)
+        return np.asarray(resized, dtype=np.float32)
+    pixels = np.asarray(image if box is None else image.crop(box), dtype=np.float32)
+    return tf_resize(pixels, size, spec.resize, spec.antialias)
+
+
+def _fit_within(
+    image_size: tuple[int, int], size: tuple[int, int]
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The size of the image scaled to fit ``size``, and where it sits in it (left,
+    top), with ``tf.image.resize_with_pad``'s rounding."""
+    (width, height), (target_width, target_height) = image_size, size
+    ratio = max(width / target_width, height / target_height)
+    fitted_width, fitted_height = width / ratio, height / ratio
+    left = max(0, math.floor((target_width - fitted_width) / 2))
+    top = max(0, math.floor((target_height - fitted_height) / 2))
+    return (math.floor(fitted_width), math.floor(fitted_height)), (left, top)
+
+
+def _crop_box(image_size: tuple[int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The largest centred box of the input's aspect ratio, with Keras' rounding
+    (``smart_resize``, ``load_img(keep_aspect_ratio=True)``)."""
+    (width, height), (target_width, target_height) = image_size, size
+    crop_height = max(min(height, width * target_height // target_width), 1)
+    crop_width = max(min(width, height * target_width // target_height), 1)
+    top, left = (height - crop_height) // 2, (width - crop_width) // 2
+    return left, top, left + crop_width, top + crop_height
 
 
 @contextmanager
