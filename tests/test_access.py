@@ -141,9 +141,12 @@ def test_rate_limits_are_shared_by_the_api_processes(keyed_stack):
     assert len(statuses) - statuses.count(429) == PHOTO_LIMIT, statuses
     limited = [answer for answer in answers if answer.status_code == 429]
     assert all(a.json()["error"]["code"] == "rate_limited" for a in limited)
-    assert all(1 <= int(a.headers["Retry-After"]) <= 10 for a in limited)
-    # Another key has its own budget.
-    assert post_photo(keyed_stack, "bob").status_code == 202
+    # A sliding window lets a request through again within two windows at most.
+    assert all(1 <= int(a.headers["Retry-After"]) <= 20 for a in limited), [
+        a.headers["Retry-After"] for a in limited
+    ]
+    # Another key has its own budget (its photo may still find the small queue full).
+    assert post_photo(keyed_stack, "bob").status_code in (202, 503)
 
 
 def test_a_burst_beyond_the_queue_bound_is_refused_and_what_was_accepted_finishes(keyed_stack):
