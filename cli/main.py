@@ -13,7 +13,7 @@ DEMO_IMAGES_PER_CLASS = 300
 def _up(args: argparse.Namespace) -> int:
     from cli.up import up
 
-    return up(args.port)
+    return up(args.port, args.workers)
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="run Redis (if REDIS_URL is unset), a worker and the API")
     up.add_argument("--port", type=int, default=default_port())
+    up.add_argument("--workers", type=positive_int, default=1,
+                    help="photo workers (one per GPU where GPUs are visible)")  # fmt: skip
     up.set_defaults(run=_up)
 
     demo = commands.add_parser("demo-data", help="draw the synthetic demo dataset")

@@ -21,6 +21,7 @@ from common.processes import (
     wait_until,
 )
 from common.settings import Settings
+from worker.devices import visible_gpus
 
 # Seconds before the 1st, 2nd, ... restart of a process that keeps dying.
 RESTART_DELAYS_S = (1, 2, 4, 8, 16, 30)
@@ -61,7 +62,9 @@ class Supervised:
             print(f"{self.name} started again (pid {self.process.pid}).", flush=True)
 
 
-def up(port: int, startup_timeout_s: float = 180.0) -> int:
+def up(port: int, workers: int = 1, startup_timeout_s: float = 180.0) -> int:
+    """The whole stack; ``workers`` photo workers, one per GPU when GPUs are visible
+    (each sees only its own, through ``CUDA_VISIBLE_DEVICES``)."""
     settings = Settings.from_env()
     ModelMetadata.for_model(settings.model_path)  # a model without metadata: said at once
     logs = settings.var_dir / "logs"
@@ -85,7 +88,13 @@ def up(port: int, startup_timeout_s: float = 180.0) -> int:
             print(f"Started a private Redis at {redis_url} (data in {redis_dir})")
         env = {"REDIS_URL": redis_url, "ECOSNAP_VAR_DIR": str(settings.var_dir)}
         # One at a time: if a start fails, the ones before it are still stopped below.
-        stack.append(Supervised("The predict worker", lambda: start_predict_worker(env, logs)))
+        gpus = visible_gpus()
+        for index in range(workers):
+            worker_env = env | ({"CUDA_VISIBLE_DEVICES": str(index % gpus)} if gpus else {})
+            name = "The predict worker" + (f" {index}" if index else "")
+            stack.append(Supervised(
+                name, lambda e=worker_env, i=index: start_predict_worker(e, logs, i)
+            ))  # fmt: skip
         stack.append(Supervised("The evaluate worker", lambda: start_evaluate_worker(env, logs)))
         stack.append(Supervised("The API", lambda: start_api(env, port, log_path=logs / "api.log")))
         base_url = f"http://127.0.0.1:{port}"

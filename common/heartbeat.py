@@ -51,6 +51,11 @@ def start_heartbeat(
     return run_every(interval_s, beat_unless_redis_is_down, "ecosnap-heartbeat", start_now=False)
 
 
+def beating_on(redis: Redis, host: str) -> bool:
+    """Whether a worker process on ``host`` beats (with its model loaded)."""
+    return next(redis.scan_iter(match=f"{_PREFIX}{host}:*", count=1000), None) is not None
+
+
 def live_workers(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:
     """Info of the workers whose heartbeat has not expired (at most ``limit``)."""
     keys = []

@@ -145,8 +145,11 @@ def start_worker(
 EVALUATE_NICE = 10
 
 
-def start_predict_worker(env: dict[str, str], log_dir: Path) -> subprocess.Popen:
-    return start_worker(env, "predict", log_dir / "worker.log", (PREDICT_QUEUE,))
+def start_predict_worker(env: dict[str, str], log_dir: Path, index: int = 0) -> subprocess.Popen:
+    """Photo worker ``index``: the first is ``predict@``, writing ``worker.log``."""
+    suffix = str(index) if index else ""
+    log = f"worker-{index}.log" if index else "worker.log"
+    return start_worker(env, f"predict{suffix}", log_dir / log, (PREDICT_QUEUE,))
 
 
 def start_evaluate_worker(env: dict[str, str], log_dir: Path) -> subprocess.Popen:

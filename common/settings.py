@@ -50,6 +50,11 @@ class Settings:
     redeliver_after_s: float = 30.0
     api_threads: int = 64
     accelerate: str = "onnx"
+    # auto | cpu | cuda:N | simulated:BATCH_MS:IMAGE_MS (worker/devices.py)
+    device: str = "auto"
+    # A GPU worker's batches: larger, and worth a slightly longer wait.
+    gpu_batch_max_size: int = 128
+    gpu_batch_max_wait_ms: float = 20.0
     max_dataset_mb: float = 1024.0
     max_dataset_uncompressed_mb: float = 4096.0
     max_dataset_members: int = 100_000
@@ -174,6 +179,11 @@ class Settings:
             redeliver_after_s=float(env.get("REDELIVER_AFTER_S", defaults.redeliver_after_s)),
             api_threads=int(env.get("API_THREADS", defaults.api_threads)),
             accelerate=env.get("ACCELERATE", defaults.accelerate),
+            device=env.get("DEVICE", defaults.device),
+            gpu_batch_max_size=int(env.get("GPU_BATCH_MAX_SIZE", defaults.gpu_batch_max_size)),
+            gpu_batch_max_wait_ms=float(
+                env.get("GPU_BATCH_MAX_WAIT_MS", defaults.gpu_batch_max_wait_ms)
+            ),
             max_dataset_mb=float(env.get("MAX_DATASET_MB", defaults.max_dataset_mb)),
             max_dataset_uncompressed_mb=float(
                 env.get("MAX_DATASET_UNCOMPRESSED_MB", defaults.max_dataset_uncompressed_mb)

@@ -99,6 +99,9 @@ def test_health_names_live_workers_with_their_model(stack):
     assert (
         body["workers"][0]["model_version"] == ModelMetadata.for_model(DEFAULT_MODEL_PATH).version
     )
+    # DEVICE=auto on this machine (no GPU): the CPU, and the worker says why.
+    assert body["workers"][0]["device"] == "cpu"
+    assert body["workers"][0]["device_reason"].startswith("auto:")
 
 
 def test_model_info_matches_the_shipped_model(stack):

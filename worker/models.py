@@ -20,7 +20,16 @@ from redis import Redis, RedisError
 from common.model_metadata import ModelMetadata, model_format
 from common.registry import ACTIVATION_CHANNEL, ModelRegistry
 from worker.conversion import accelerated_copy
-from worker.runtime import KERAS_FORMATS, ModelRuntime, OnnxRuntime, load_runtime, warmed
+from worker.devices import Device
+from worker.runtime import (
+    CPU,
+    KERAS_FORMATS,
+    ModelRuntime,
+    OnnxRuntime,
+    load_runtime,
+    on_device,
+    warmed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +39,11 @@ KEEP_VERSIONS = 3
 class ServedModels:
     """Runtimes by version (the active one and the last few used), loaded on demand."""
 
-    def __init__(self, registry: ModelRegistry, cache_dir: Path, accelerated: bool) -> None:
+    def __init__(
+        self, registry: ModelRegistry, cache_dir: Path, accelerated: bool, device: Device = CPU
+    ) -> None:
         self.registry = registry
+        self.device = device
         self._cache_dir = cache_dir
         self._accelerated = accelerated
         self._runtimes: OrderedDict[str, ModelRuntime] = OrderedDict()
@@ -50,8 +62,8 @@ class ServedModels:
             metadata = ModelMetadata.for_model(path)
             onnx_path = accelerated_copy(path, metadata.sha256, self._cache_dir)
             if onnx_path is not None:
-                return warmed(OnnxRuntime(onnx_path, metadata))
-        return load_runtime(path)
+                return warmed(on_device(OnnxRuntime(onnx_path, metadata, self.device), self.device))
+        return load_runtime(path, device=self.device)
 
     def runtime(self, version: str) -> ModelRuntime:
         """The runtime of ``version``, loading it (outside the lock) if it is not held."""

@@ -15,12 +15,14 @@ which, per worker.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from common.model_metadata import ModelMetadata, model_format
+from worker.devices import Device
 
 
 class ModelRuntime(Protocol):
@@ -33,6 +35,9 @@ class ModelRuntime(Protocol):
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(N, height, width, 3) float32 -> (N, classes) probabilities."""
         ...
+
+
+CPU = Device("cpu", reason="the default")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -77,11 +82,13 @@ class KerasRuntime(Runtime):
     none of ``model.predict``'s per-call set-up.
     """
 
-    def __init__(self, path: Path, metadata: ModelMetadata) -> None:
+    def __init__(self, path: Path, metadata: ModelMetadata, device: Device = CPU) -> None:
         import tensorflow as tf
 
+        from worker.devices import prepare_tensorflow
         from worker.legacy_keras import load_keras_model
 
+        prepare_tensorflow(device)
         self.metadata = metadata
         self.model = load_keras_model(path)
         self.input_shape = _dimensions(self.model.input_shape)
@@ -101,7 +108,7 @@ class KerasRuntime(Runtime):
 class SavedModelRuntime(Runtime):
     """A TensorFlow SavedModel directory, through its ``serving_default`` signature."""
 
-    def __init__(self, path: Path, metadata: ModelMetadata) -> None:
+    def __init__(self, path: Path, metadata: ModelMetadata, device: Device = CPU) -> None:
         import tensorflow as tf
 
         self.metadata = metadata
@@ -130,13 +137,14 @@ class OnnxRuntime(Runtime):
     one image at a time.
     """
 
-    def __init__(self, path: Path, metadata: ModelMetadata) -> None:
+    def __init__(self, path: Path, metadata: ModelMetadata, device: Device = CPU) -> None:
         self.metadata = metadata
-        self._session = _onnx_session(str(path))
+        self._providers = device.onnx_providers()
+        self._session = _onnx_session(str(path), self._providers)
         self.input_shape = _dimensions(self._session.get_inputs()[0].shape)
         self._input_name = self._session.get_inputs()[0].name
         if self.input_shape[0] is not None:
-            self._session, self.batching = _onnx_with_free_batch(path, self._session, metadata)
+            self._session, self.batching = self._with_free_batch(path)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         def run(images: np.ndarray) -> np.ndarray:
@@ -144,8 +152,27 @@ class OnnxRuntime(Runtime):
 
         return _one_at_a_time(run, batch) if self.batching == "one at a time" else run(batch)
 
+    def _with_free_batch(self, path: Path):
+        """The session with a free batch dimension, "resized"; or as it was, "one at
+        a time"."""
+        import onnx
 
-def _onnx_session(model: str | bytes):
+        model = onnx.load(str(path))
+        for value in (model.graph.input[0], *model.graph.output):
+            value.type.tensor_type.shape.dim[0].dim_param = "batch"
+        width, height = self.metadata.input_size
+        try:
+            resized = _onnx_session(model.SerializeToString(), self._providers)
+            name = resized.get_inputs()[0].name
+            outputs = resized.run(None, {name: np.zeros((2, height, width, 3), np.float32)})[0]
+            if outputs.shape[0] == 2:
+                return resized, "resized"
+        except Exception:  # whatever ONNX Runtime says of a graph tied to its batch size
+            pass
+        return self._session, "one at a time"
+
+
+def _onnx_session(model: str | bytes, providers: list):
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -153,26 +180,7 @@ def _onnx_session(model: str | bytes):
     # Idle threads would otherwise spin between batches, taking the cores that
     # decoding, Celery and the API need.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-
-def _onnx_with_free_batch(path: Path, session, metadata: ModelMetadata):
-    """The session with a free batch dimension, "resized"; or as it was, "one at a time"."""
-    import onnx
-
-    model = onnx.load(str(path))
-    for value in (model.graph.input[0], *model.graph.output):
-        value.type.tensor_type.shape.dim[0].dim_param = "batch"
-    width, height = metadata.input_size
-    try:
-        resized = _onnx_session(model.SerializeToString())
-        name = resized.get_inputs()[0].name
-        outputs = resized.run(None, {name: np.zeros((2, height, width, 3), np.float32)})[0]
-        if outputs.shape[0] == 2:
-            return resized, "resized"
-    except Exception:  # whatever ONNX Runtime says of a graph tied to its batch size
-        pass
-    return session, "one at a time"
+    return onnxruntime.InferenceSession(model, options, providers=providers)
 
 
 class TFLiteRuntime(Runtime):
@@ -184,7 +192,7 @@ class TFLiteRuntime(Runtime):
     model's own parameters.
     """
 
-    def __init__(self, path: Path, metadata: ModelMetadata) -> None:
+    def __init__(self, path: Path, metadata: ModelMetadata, device: Device = CPU) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.metadata = metadata
@@ -242,10 +250,34 @@ RUNTIMES: dict[str, type] = {
 }
 
 
-def load_runtime(path: Path, warm_up: bool = True) -> ModelRuntime:
-    """Load ``path`` with the runtime its format needs and (by default) warm it up."""
-    runtime = RUNTIMES[model_format(path)](path, ModelMetadata.for_model(path))
+def load_runtime(path: Path, warm_up: bool = True, device: Device = CPU) -> ModelRuntime:
+    """Load ``path`` with the runtime its format needs, on ``device`` (LiteRT: always
+    the CPU), and (by default) warm it up."""
+    runtime = RUNTIMES[model_format(path)](path, ModelMetadata.for_model(path), device)
+    runtime = on_device(runtime, device)
     return warmed(runtime) if warm_up else runtime
+
+
+def on_device(runtime: ModelRuntime, device: Device) -> ModelRuntime:
+    """The runtime as ``device`` runs it: a simulated accelerator stands in for it."""
+    return SimulatedAccelerator(runtime, device) if device.kind == "simulated" else runtime
+
+
+class SimulatedAccelerator(Runtime):
+    """The scaling benchmark's stand-in for a GPU: each model call sleeps a fixed time
+    per batch plus a small time per image and answers the first class (the model's
+    input is still made, and the model itself is loaded but not called)."""
+
+    def __init__(self, runtime: ModelRuntime, device: Device) -> None:
+        self.metadata, self.input_shape = runtime.metadata, runtime.input_shape
+        self._seconds = (device.batch_ms / 1000, device.image_ms / 1000)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        per_batch, per_image = self._seconds
+        time.sleep(per_batch + per_image * len(batch))
+        probabilities = np.zeros((len(batch), len(self.metadata.classes)), np.float32)
+        probabilities[:, 0] = 1.0
+        return probabilities
 
 
 def warmed(runtime: ModelRuntime) -> ModelRuntime:

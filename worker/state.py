@@ -21,9 +21,11 @@ from common.registry import ModelRegistry
 from common.settings import Settings
 from common.storage import Storage, storage_from_settings
 from worker.celery import app
+from worker.devices import Device, resolve
 from worker.housekeeping import start_upload_sweeper
 from worker.models import ServedModels, watch_activations
 from worker.redelivery import start_redelivery
+from worker.runtime import CPU
 
 # Each attempt of a worker's Redis call, and how many more after a failure: about
 # 6 s of waiting between attempts in all.
@@ -50,15 +52,29 @@ class WorkerState:
     capacity: Capacity = field(default_factory=Capacity)
     # The queues this worker consumes, known once Celery has set the worker up.
     queues: list[str] = field(default_factory=list)
+    device: Device = CPU
+
+    @property
+    def batch_size(self) -> int:
+        """The most images per model call, and per batch of messages: a GPU's larger."""
+        return (self.settings.gpu_batch_max_size if self.device.is_gpu
+                else self.settings.batch_max_size)  # fmt: skip
+
+    @property
+    def batch_wait_s(self) -> float:
+        wait_ms = (self.settings.gpu_batch_max_wait_ms if self.device.is_gpu
+                   else self.settings.batch_max_wait_ms)  # fmt: skip
+        return wait_ms / 1000
 
     @classmethod
     def start(cls, settings: Settings) -> WorkerState:
-        """Load and warm the active model, then report in and follow activations."""
+        """Pick the device, load and warm the active model, then report in and follow
+        activations."""
+        device = resolve(settings.device)
         registry = ModelRegistry(settings.registry_dir, settings.model_name)
         registry.import_configured(settings.model_path)
-        models = ServedModels(
-            registry, settings.var_dir / "model-cache", accelerated=settings.accelerate == "onnx"
-        )
+        models = ServedModels(registry, settings.var_dir / "model-cache",
+                              accelerated=settings.accelerate == "onnx", device=device)  # fmt: skip
         models.refresh()
         # Long enough to ride out a restart of the private Redis (a second or two).
         redis = bounded_redis(settings.redis_url, WORKER_REDIS_TIMEOUT_S, WORKER_REDIS_RETRIES)
@@ -67,7 +83,7 @@ class WorkerState:
         budget = DecodeBudget(settings.decode_budget_bytes)
         limits = ImageLimits.from_settings(settings, budget)
         state = cls(settings, models, storage_from_settings(settings), jobs, name,
-                    image_limits=limits)  # fmt: skip
+                    image_limits=limits, device=device)  # fmt: skip
         state.background += [
             start_heartbeat(redis, state.name, state.heartbeat_info, settings.heartbeat_interval_s),
             watch_activations(redis, models, settings.heartbeat_interval_s),
@@ -85,6 +101,8 @@ class WorkerState:
             "load_error": self.models.load_error,
             "queues": self.queues,
             "photos_per_s": round(self.capacity.photos_per_s, 1),
+            "device": str(self.device),
+            "device_reason": self.device.reason,
         }
 
     def sweep_uploads(self) -> None:

@@ -3,6 +3,8 @@ worker's state. Models load once per process (``worker.state``)."""
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 import traceback
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from celery.worker import WorkController
 from celery_batches import SimpleRequest
 from redis import RedisError
 
+from common.errors import Refusal
 from common.messages import EVALUATE_QUEUE, Evaluate, EvaluateChunk, ValidateModel
 from common.settings import Settings
 from worker import evaluation, inference, state, validation
@@ -22,18 +25,25 @@ from worker.batching import predict_task_options
 from worker.celery import app
 
 settings = Settings.from_env()
+log = logging.getLogger(__name__)
 
 
 @worker_init.connect
-def start_worker_state(**_: object) -> None:
+def start_worker_state(sender: WorkController, **_: object) -> None:
     """Load the model and report in; a worker that cannot stops at once (Celery's
     logging is not set up yet here, and its signal would swallow the error), rather
     than take tasks it cannot run."""
     try:
-        state.begin(settings)
+        worker = state.begin(settings)
+    except Refusal as exc:  # a model without metadata, a GPU asked for and missing
+        print(f"The worker cannot start: {exc.message}", file=sys.stderr)
+        raise SystemExit(1) from None
     except Exception:
         traceback.print_exc()
         raise SystemExit(1) from None
+    # A GPU batches more: the batch size and wait follow the device found.
+    predict.flush_every, predict.flush_interval = worker.batch_size, worker.batch_wait_s
+    sender.prefetch_multiplier = 2 * worker.batch_size  # read when the consumer starts
 
 
 @celeryd_after_setup.connect
@@ -46,6 +56,8 @@ def after_setup(instance: WorkController, **_: object) -> None:
     sweeps too.
     """
     worker = state.current()
+    log.info("Computing on %s (%s), batches of up to %d.", worker.device,
+             worker.device.reason, worker.batch_size)  # fmt: skip
     worker.queues = sorted(instance.app.amqp.queues.consume_from)
     if EVALUATE_QUEUE in worker.queues:
         worker.sweep_uploads()
@@ -78,7 +90,7 @@ def predict(requests: list[SimpleRequest]) -> bool:
         worker.storage,
         worker.jobs,
         worker.image_limits,
-        settings.batch_max_size,
+        worker.batch_size,
     )
     worker.capacity.observe(photos_in(requests), time.perf_counter() - started)
     return recorded
