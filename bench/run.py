@@ -31,6 +31,7 @@ from bench.floor import framework_floor, usable_cpus
 from bench.load import PREDICT_PATH, Clients, multipart
 from bench.memory import memory_bound
 from bench.procfs import children, cpu_ms_per_request, loads_tensorflow, memory_mb
+from bench.scaling import scaling
 from common.batch_stats import batch_sizes
 from common.heartbeat import live_workers
 from common.labels import CLASSES
@@ -285,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--memory-only", action="store_true", help="only the memory bound per image"
     )
+    parser.add_argument(
+        "--scaling-only",
+        action="store_true",
+        help="only the scaling with 1-8 workers on a simulated accelerator",
+    )
     parser.add_argument("--models", default=",".join(MODELS), help="models compared")
     parser.add_argument("--rounds", type=int, default=3, help="alternating comparison rounds")
     args = parser.parse_args(argv)
@@ -298,11 +304,14 @@ def main(argv: list[str] | None = None) -> int:
         "batch_max_size": settings.batch_max_size,
         "batch_max_wait_ms": settings.batch_max_wait_ms,
     }
-    if not args.compare_only:
+    only = args.compare_only or args.memory_only or args.scaling_only
+    if args.memory_only or not only:
         results["memory_bound"] = memory_bound(settings)
-    if not (args.compare_only or args.memory_only):
+    if args.scaling_only or not only:
+        results["scaling"] = scaling(usable_cpus())
+    if not only:
         results |= stack_benchmark(settings, small, phone, args)
-    if not args.memory_only:
+    if args.compare_only or not only:
         results |= compare(small, args.systems.split(","), args.models.split(","), args.rounds,
                            args.clients, args.single)  # fmt: skip
     for name, value in results.items():
