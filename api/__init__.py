@@ -5,6 +5,7 @@ It never imports TensorFlow or Keras; the model lives in the workers.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -12,9 +13,9 @@ from flask import Flask
 
 from common.jobs import JobStore
 from common.redis_client import bounded_redis
-from common.registry import ModelRegistry
+from common.registry import registry_from_settings
 from common.settings import Settings
-from common.storage import storage_from_settings
+from common.storage import StorageUnavailable, storage_from_settings
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -44,8 +45,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # /health must answer within a second even when Redis hangs.
     health_redis = bounded_redis(settings.redis_url, timeout_s=0.3, retries=0)
     celery_app.conf.update(celery_config(settings))
-    registry = ModelRegistry(settings.registry_dir, settings.model_name)
-    registry.import_configured(settings.model_path)
+    storage = storage_from_settings(settings)
+    registry = registry_from_settings(settings, storage)
+    try:
+        registry.import_configured(settings.model_path)
+    except StorageUnavailable as exc:  # the workers import it too; the API still answers
+        logging.getLogger(__name__).warning("The registry's bucket did not answer: %s", exc)
     app.extensions["ecosnap"] = {
         "api_keys": ApiKeys.from_settings(settings),
         "health_redis": health_redis,
@@ -54,7 +59,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # ?wait requests beyond these are answered 202 at once, so they never hold
         # every thread: health checks and quick requests always find one free.
         "waiting_slots": threading.BoundedSemaphore(settings.api_waiting_slots),
-        "storage": storage_from_settings(settings),
+        "storage": storage,
         "celery": celery_app,
         "registry": registry,
     }

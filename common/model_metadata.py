@@ -134,6 +134,12 @@ class ModelMetadata:
             raw = json.loads(metadata_path_for(model_path).read_text())
         except FileNotFoundError as exc:
             raise MetadataMissing(model_path) from exc
+        return cls.from_fields(raw)
+
+    @classmethod
+    def from_fields(cls, raw: dict[str, Any]) -> ModelMetadata:
+        """Metadata from its file's JSON object, as ``to_fields`` writes it."""
+        raw = dict(raw)
         raw["classes"] = tuple(raw["classes"])
         raw["input_size"] = tuple(raw["input_size"])
         raw["preprocessing"] = preprocessing_of(raw)

@@ -14,14 +14,15 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, TypeVar
 from urllib.parse import quote, unquote, urlparse
 
 from common.settings import Settings
 
+T = TypeVar("T")
 GCS_PUBLIC_HOST = "storage.googleapis.com"
 UPLOAD_PREFIX = "uploads/"
 _LOCAL_KEY = re.compile(r"^uploads/[0-9a-f]{32}\.(jpg|png|webp|zip)$")
@@ -160,7 +161,14 @@ class GCSStorage:
         self.bucket_name = bucket_name
         self.bucket = storage.Client().bucket(bucket_name)
         self.cache_dir = cache_dir
-        self._bounds = {"timeout": timeout_s, "retry": DEFAULT_RETRY.with_timeout(2 * timeout_s)}
+        # Every call's timeout and bounded retry (the registry's bucket store uses them too).
+        self.bounds = {"timeout": timeout_s, "retry": DEFAULT_RETRY.with_timeout(2 * timeout_s)}
+
+    def bounded(self, action: Callable[[], T]) -> T:
+        """``action``'s result; a bucket that fails or does not answer is
+        ``StorageUnavailable`` (a missing object and a failed precondition pass)."""
+        with _unavailable_on_failure():
+            return action()
 
     def save(self, data: bytes, extension: str, content_type: str, name: str | None = None) -> str:
         return self._write(io.BytesIO(data), new_upload_key(extension, name), content_type)
@@ -171,9 +179,7 @@ class GCSStorage:
     def _write(self, stream: BinaryIO, key: str, content_type: str) -> str:
         with _unavailable_on_failure():
             # Retrying is safe: the key is new, so a repeat writes the same bytes again.
-            self.bucket.blob(key).upload_from_file(
-                stream, content_type=content_type, **self._bounds
-            )
+            self.bucket.blob(key).upload_from_file(stream, content_type=content_type, **self.bounds)
         return key
 
     def read(self, key: str) -> bytes:
@@ -181,13 +187,13 @@ class GCSStorage:
 
         try:
             with _unavailable_on_failure():
-                return self.bucket.blob(key).download_as_bytes(**self._bounds)
+                return self.bucket.blob(key).download_as_bytes(**self.bounds)
         except NotFound as exc:
             raise StorageError(f"gs://{self.bucket_name}/{key} does not exist.") from exc
 
     def size(self, key: str) -> int | None:
         with _unavailable_on_failure():
-            blob = self.bucket.get_blob(key, **self._bounds)
+            blob = self.bucket.get_blob(key, **self.bounds)
         return None if blob is None else blob.size
 
     def public_url(self, key: str, base_url: str) -> str:
@@ -197,7 +203,7 @@ class GCSStorage:
         from google.api_core.exceptions import NotFound
 
         with _unavailable_on_failure():
-            blob = self.bucket.get_blob(key, **self._bounds)
+            blob = self.bucket.get_blob(key, **self.bounds)
         if blob is None:
             raise StorageError(f"gs://{self.bucket_name}/{key} does not exist.")
         path = self.cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()}-{blob.generation}"
@@ -210,7 +216,7 @@ class GCSStorage:
                 # Into an open file: ``download_to_filename`` would date the copy to
                 # the object's upload, and the sweep would remove it as soon as it landed.
                 with partial.open("wb") as output, _unavailable_on_failure():
-                    blob.download_to_file(output, **self._bounds)
+                    blob.download_to_file(output, **self.bounds)
             except NotFound as exc:
                 partial.unlink(missing_ok=True)
                 raise StorageError(f"gs://{self.bucket_name}/{key} does not exist.") from exc
@@ -227,13 +233,13 @@ class GCSStorage:
 def _unavailable_on_failure() -> Iterator[None]:
     """A bucket's network or server failure, after the library's own bounded retries,
     as ``StorageUnavailable``; a missing object (``NotFound``) passes through."""
-    from google.api_core.exceptions import GoogleAPIError, NotFound
+    from google.api_core.exceptions import GoogleAPIError, NotFound, PreconditionFailed
     from google.auth.exceptions import TransportError
     from requests import RequestException
 
     try:
         yield
-    except NotFound:
+    except (NotFound, PreconditionFailed):
         raise
     except (GoogleAPIError, TransportError, RequestException, ConnectionError) as exc:
         raise StorageUnavailable(f"The bucket did not answer: {type(exc).__name__}") from exc

@@ -44,7 +44,7 @@ def test_keras2_files_answer_as_keras2_did(name):
 
 
 def registry_with(tmp_path, name: str, **metadata_changes) -> ModelRegistry:
-    registry = ModelRegistry(tmp_path, "legacy")
+    registry = ModelRegistry.in_folder(tmp_path, "legacy")
     path = FIXTURES / f"{name}.h5"
     metadata = replace(ModelMetadata.for_model(path), **metadata_changes)
     registry.add(path, metadata, "validating")
@@ -76,7 +76,7 @@ def test_a_corrupt_file_is_invalid(tmp_path):
     broken.parent.mkdir()
     broken.write_bytes((FIXTURES / "legacy_cnn.h5").read_bytes()[:5000])
     shutil.copy(FIXTURES / "legacy_cnn.h5.json", broken.parent)
-    registry = ModelRegistry(tmp_path / "registry", "legacy")
+    registry = ModelRegistry.in_folder(tmp_path / "registry", "legacy")
     registry.add(broken, ModelMetadata.for_model(broken), "validating")
     with pytest.raises(InvalidModel, match="does not load"):
         validate(registry, "legacy-cnn")

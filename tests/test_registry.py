@@ -15,7 +15,7 @@ from common.settings import DEFAULT_MODEL_PATH
 
 @pytest.fixture
 def registry(tmp_path):
-    return ModelRegistry(tmp_path / "registry", "waste-classifier")
+    return ModelRegistry.in_folder(tmp_path / "registry", "waste-classifier")
 
 
 def add_version(registry, version, state="valid"):
@@ -53,7 +53,7 @@ def test_activation_keeps_a_history_and_rollback_finds_the_previous(registry):
     assert registry.previous_version() == "v2"
     history = [entry["version"] for entry in registry.active()["history"]]
     assert history == ["demo-1", "v2", "demo-1"]
-    on_disk = json.loads((registry.folder / "active.json").read_text())
+    on_disk = json.loads((registry.store.folder / "active.json").read_text())
     assert on_disk["version"] == "demo-1"
 
 
@@ -107,7 +107,7 @@ def test_a_dangling_active_pointer_falls_back_to_the_configured_model(registry):
     registry.import_configured(DEFAULT_MODEL_PATH)
     add_version(registry, "v2")
     registry.activate("v2")
-    shutil.rmtree(registry.folder / "versions" / "v2")
+    shutil.rmtree(registry.store.folder / "versions" / "v2")
     assert registry.import_configured(DEFAULT_MODEL_PATH) == "demo-1"
 
 

@@ -13,7 +13,7 @@ from worker.models import ServedModels
 
 @pytest.fixture
 def registry(tmp_path):
-    registry = ModelRegistry(tmp_path / "registry", "waste-classifier")
+    registry = ModelRegistry.in_folder(tmp_path / "registry", "waste-classifier")
     registry.import_configured(DEFAULT_MODEL_PATH)
     return registry
 
@@ -21,7 +21,7 @@ def registry(tmp_path):
 def add_valid(registry, version: str, data: bytes | None = None) -> None:
     source = registry.model_path("demo-1")
     if data is not None:
-        source = registry.folder.parent / "broken.h5"
+        source = registry.store.folder.parent / "broken.h5"
         source.write_bytes(data)
     metadata = replace(ModelMetadata.for_model(DEFAULT_MODEL_PATH), version=version)
     registry.add(source, metadata, "valid")

@@ -17,7 +17,7 @@ from common.heartbeat import retire, start_heartbeat
 from common.jobs import JobStore
 from common.preprocessing import DecodeBudget, ImageLimits
 from common.redis_client import bounded_redis
-from common.registry import ModelRegistry
+from common.registry import registry_from_settings
 from common.settings import Settings
 from common.storage import Storage, storage_from_settings
 from worker.celery import app
@@ -71,7 +71,8 @@ class WorkerState:
         """Pick the device, load and warm the active model, then report in and follow
         activations."""
         device = resolve(settings.device)
-        registry = ModelRegistry(settings.registry_dir, settings.model_name)
+        storage = storage_from_settings(settings)
+        registry = registry_from_settings(settings, storage)
         registry.import_configured(settings.model_path)
         models = ServedModels(registry, settings.var_dir / "model-cache",
                               accelerated=settings.accelerate == "onnx", device=device)  # fmt: skip
@@ -82,7 +83,7 @@ class WorkerState:
         jobs = JobStore(redis, settings.result_ttl_s, worker=name)
         budget = DecodeBudget(settings.decode_budget_bytes)
         limits = ImageLimits.from_settings(settings, budget)
-        state = cls(settings, models, storage_from_settings(settings), jobs, name,
+        state = cls(settings, models, storage, jobs, name,
                     image_limits=limits, device=device)  # fmt: skip
         state.background += [
             start_heartbeat(redis, state.name, state.heartbeat_info, settings.heartbeat_interval_s),
