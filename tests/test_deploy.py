@@ -65,10 +65,14 @@ def test_probes_resources_and_configuration_from_one_place():
 def test_compose_workers_can_be_scaled():
     """``docker compose up --scale worker=4`` needs workers without fixed names or ports."""
     compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
-    for name in ("worker", "worker-evaluate"):
+    for name in ("worker", "worker-evaluate", "worker-gpu"):
         service = compose["services"][name]
         assert "container_name" not in service and "ports" not in service
         assert service["restart"] == "unless-stopped"
+    gpu = compose["services"]["worker-gpu"]
+    assert gpu["profiles"] == ["gpu"] and gpu["environment"]["DEVICE"] == "cuda:0"
+    (reserved,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert reserved["capabilities"] == ["gpu"] and reserved["count"] == 1
 
 
 def probe(redis_url: str) -> subprocess.CompletedProcess:
