@@ -4,9 +4,11 @@ The photo queue holds at most ``MAX_QUEUED_PHOTOS`` photos or, by default, what 
 live predict workers answer in ``QUEUE_BACKLOG_S`` seconds (each heartbeat carries
 its worker's capacity), and never fewer than ``MIN_PHOTO_BOUND``. Past it,
 ``/predict`` answers 503 ``overloaded`` with ``Retry-After`` (about the time the
-queue takes to drain) before the upload is read or stored. Each API process reads
-the queue's length at most every 0.1 s and the workers' capacity every 2 s, so the
-check costs a photo no Redis call of its own. ``/evaluate`` refuses with 429 past
+queue takes to drain) before the upload is read or stored. While the queue is under
+half its bound, each API process reads its length at most every 0.1 s, so the check
+costs a photo no Redis call of its own; nearer the bound it reads it for every photo,
+so the bound is overshot by at most the photos being accepted at that moment. The
+workers' capacity is read every 2 s. ``/evaluate`` refuses with 429 past
 ``MAX_EVALUATIONS`` evaluations queued or running (``JobStore.create``'s limit).
 """
 
@@ -49,8 +51,11 @@ class Admission:
         return max(MIN_PHOTO_BOUND, int(self._capacity_now() * self._settings.queue_backlog_s))
 
     def refuse_photo_if_full(self) -> None:
+        bound = self.photo_bound()
         queued = self._queued_now()
-        if queued < self.photo_bound():
+        if queued >= bound // 2:  # near the bound: the queue's length now, not 0.1 s ago
+            queued = self._queued_now(fresh=True)
+        if queued < bound:
             return
         capacity = self._capacity_now()
         drain_s = math.ceil(queued / capacity) if capacity else 5
@@ -61,9 +66,9 @@ class Admission:
             retry_after_s=min(max(drain_s, 1), 30),
         )
 
-    def _queued_now(self) -> int:
+    def _queued_now(self, fresh: bool = False) -> int:
         with self._lock:
-            if time.monotonic() - self._queued_at > QUEUE_LENGTH_AGE_S:
+            if fresh or time.monotonic() - self._queued_at > QUEUE_LENGTH_AGE_S:
                 self._queued, self._queued_at = self._jobs.pending("predict"), time.monotonic()
             return self._queued
 

@@ -17,13 +17,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import requests
 from redis import Redis
 
 from common.messages import EVALUATE_QUEUE
-from common.processes import stop, wait_until
+from common.processes import free_port, stop, wait_until
 from common.settings import Settings
 from tests.conftest import photo
 from tests.faults import (
@@ -183,51 +185,69 @@ def test_the_api_stopped_with_clients_waiting_answers_each_of_them(tmp_path, rel
     assert outcome.accepted == 20
 
 
-@pytest.fixture
-def silent_endpoint() -> Iterator[socket.socket]:
-    """A bucket endpoint that accepts connections and never answers."""
+def start_emulator(port: int, folder: Path) -> subprocess.Popen:
+    """A gcp-storage-emulator on ``port`` keeping its objects in ``folder``, so that one
+    started again there finds them (the registry, the photos)."""
+    folder.mkdir(exist_ok=True)
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
+         "--port", str(port), "--default-bucket", "ecosnap-faults"],
+        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_until(lambda: answers(f"http://127.0.0.1:{port}/storage/v1/b"), 30, "the emulator")
+    return emulator
+
+
+@contextmanager
+def silent_endpoint(port: int) -> Iterator[None]:
+    """The bucket's address accepting connections and never answering."""
     with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
         listener.listen(64)
-        yield listener
+        yield
 
 
-def test_a_bucket_that_does_not_answer_gives_503s_and_recovers(
-    tmp_path, reliability, silent_endpoint
-):
-    port = silent_endpoint.getsockname()[1]
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def test_a_bucket_that_stops_answering_gives_503s_and_recovers(tmp_path, reliability):
+    port, objects = free_port(), tmp_path / "bucket"
     env = {"GCS_BUCKET": "ecosnap-faults", "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",
            "STORAGE_TIMEOUT_S": "2"}  # fmt: skip
-    with fault_stack(tmp_path, env) as stack:
-        stack.start_worker("predict")
-        stack.start_api()
-        stack.wait_for_workers(1)
-        notices = Notices(stack.redis)
-        fault_at = time.time()
-        silent = Clients(8, post_photo(stack.base_url, photo(), WAIT_S), repeat=False)
-        silent.stop()
-        assert {(a.status, a.error_code) for a in silent.attempts} == {
-            (503, "storage_unavailable")
-        }, silent.attempts
-        # The bucket comes back on the same address: requests succeed with no restart.
-        silent_endpoint.close()
-        emulator = subprocess.Popen(
-            [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-             "--port", str(port), "--in-memory", "--default-bucket", "ecosnap-faults"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
+    emulator = start_emulator(port, objects)
+    try:
+        with fault_stack(tmp_path, env) as stack:
+            stack.start_worker("predict")
+            stack.start_api()
+            stack.wait_for_workers(1)
+            notices = Notices(stack.redis)
+            stop(emulator)
+            fault_at = time.time()
+            with silent_endpoint(port):
+                silent = Clients(8, post_photo(stack.base_url, photo(), WAIT_S), repeat=False)
+                silent.stop()
+            # The bucket comes back on the same address: requests succeed, no restart.
+            emulator = start_emulator(port, objects)
             back = Clients(1, post_photo(stack.base_url, photo(), WAIT_S))
             wait_until(lambda: any(a.status == 200 for a in back.attempts), 60, "a result")
             back.stop()
-        finally:
-            stop(emulator)
-        records = settle(stack.redis, back.job_ids)
-        notices.close()
+            records = settle(stack.redis, back.job_ids)
+            notices.close()
+    finally:
+        stop(emulator)
+    assert {(a.status, a.error_code) for a in silent.attempts} == {(503, "storage_unavailable")}, (
+        silent.attempts
+    )
     slowest = max(a.seconds for a in silent.attempts)
     silent.attempts += back.attempts
     outcome = Outcome.of(
-        "bucket endpoint that accepts and never answers (`STORAGE_TIMEOUT_S=2`), then back",
+        "bucket (photos and the model registry) stops answering: it accepts and never "
+        "answers (`STORAGE_TIMEOUT_S=2`), then comes back",
         "each request gets 503 `storage_unavailable` with Retry-After within about twice "
         "the timeout, nothing is accepted; once the bucket answers, requests succeed",
         silent, records, notices, fault_at, slowest_503_s=round(slowest, 1),
