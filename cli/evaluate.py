@@ -1,4 +1,5 @@
-"""``ecosnap evaluate DATASET.zip|URL``: run an evaluation through the API and report it."""
+"""``ecosnap evaluate DATASET.zip|URL``: run an evaluation through the API and report it
+(through ``common.client``)."""
 
 from __future__ import annotations
 
@@ -6,25 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-import requests
+from common.client import APIError, Client
 
 POLL_S = 0.5
 BAR_WIDTH = 30
-
-
-def _submit(api: str, dataset: str, split: str | None) -> str:
-    fields = {"split": split} if split else {}
-    if dataset.startswith(("gs://", "https://")):
-        response = requests.post(f"{api}/evaluate", json={"dataset_url": dataset, **fields},
-                                 timeout=60)  # fmt: skip
-    else:
-        path = Path(dataset)
-        with path.open("rb") as stream:
-            response = requests.post(f"{api}/evaluate", files={"file": (path.name, stream)},
-                                     data=fields, timeout=600)  # fmt: skip
-    if response.status_code != 202:
-        raise SystemExit(f"The API refused the dataset: {response.json()['error']['message']}")
-    return response.json()["job_id"]
 
 
 def _bar(progress: dict | None) -> str:
@@ -55,18 +41,24 @@ def _table(result: dict) -> str:
     return "\n".join(rows)
 
 
-def evaluate(dataset: str, api: str, split: str | None, output: Path | None) -> int:
-    api = api.rstrip("/")
-    job_id = _submit(api, dataset, split)
+def evaluate(
+    dataset: str, api: str, split: str | None, output: Path | None, api_key: str | None = None
+) -> int:
+    client = Client(api, api_key)
+    source = dataset if dataset.startswith(("gs://", "https://")) else Path(dataset)
+    try:
+        job_id = client.evaluate(source, split)["job_id"]
+    except APIError as exc:
+        raise SystemExit(f"The API refused the dataset: {exc.message}") from exc
     try:
         while True:
-            job = requests.get(f"{api}/jobs/{job_id}", timeout=30).json()
+            job = client.job(job_id)
             print(f"\r{_bar(job.get('progress'))}", end="", file=sys.stderr, flush=True)
             if job["status"] in {"succeeded", "failed", "cancelled"}:
                 break
             time.sleep(POLL_S)
     except KeyboardInterrupt:
-        requests.delete(f"{api}/jobs/{job_id}", timeout=30)
+        client.request("DELETE", f"/jobs/{job_id}")
         print("\nCancelled.", file=sys.stderr)
         return 130
     print(file=sys.stderr)
@@ -75,6 +67,6 @@ def evaluate(dataset: str, api: str, split: str | None, output: Path | None) -> 
         return 1
     print(_table(job["result"]))
     output = output or Path(f"confusion-{job_id[:8]}.png")
-    output.write_bytes(requests.get(f"{api}/jobs/{job_id}/confusion.png", timeout=30).content)
+    output.write_bytes(client.confusion_png(job_id))
     print(f"confusion matrix: {output}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -92,8 +93,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _models_add(args: argparse.Namespace) -> int:
-    import os
-
     from cli.models import add
 
     return add(args.model, args.preset, args.version, args.description, tuple(args.classes),
@@ -103,7 +102,13 @@ def _models_add(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from cli.evaluate import evaluate
 
-    return evaluate(args.dataset, args.api, args.split, args.output)
+    return evaluate(args.dataset, args.api, args.split, args.output, args.key)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from cli.predict import predict
+
+    return predict(args.paths, args.api, args.key, args.concurrency, args.output, args.lang)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -180,9 +185,22 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--activate", action="store_true", help="with --upload: serve it")
     add.set_defaults(run=_models_add)
 
+    api = f"http://127.0.0.1:{default_port()}"
+    key_help = "the API key, when the service has keys on (default: $ECOSNAP_API_KEY)"
+    predict = commands.add_parser("predict", help="classify photos, folders or bucket URLs")
+    predict.add_argument("paths", nargs="+", help="photo files, folders, gs:// or https:// URLs")
+    predict.add_argument("--api", default=api)
+    predict.add_argument("--key", default=os.environ.get("ECOSNAP_API_KEY"), help=key_help)
+    predict.add_argument("--concurrency", type=positive_int, default=8)
+    predict.add_argument("--output", default=None,
+                         help="FILE.csv, FILE.jsonl, or - for JSON lines on stdout")  # fmt: skip
+    predict.add_argument("--lang", choices=["id", "en"], default="id")
+    predict.set_defaults(run=_predict)
+
     evaluate = commands.add_parser("evaluate", help="evaluate the served model on a zip")
     evaluate.add_argument("dataset", help="a local .zip or gs://BUCKET/key.zip")
-    evaluate.add_argument("--api", default=f"http://127.0.0.1:{default_port()}")
+    evaluate.add_argument("--api", default=api)
+    evaluate.add_argument("--key", default=os.environ.get("ECOSNAP_API_KEY"), help=key_help)
     evaluate.add_argument("--split", default=None)
     evaluate.add_argument("--output", type=Path, default=None, help="confusion matrix PNG")
     evaluate.set_defaults(run=_evaluate)

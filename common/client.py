@@ -4,7 +4,8 @@ evaluate``, the benchmark and the tests share.
 It speaks the API's JSON contract (``/openapi.json``), sends the API key when one is
 given, and honours ``Retry-After``: a 503 (overloaded, Redis or the bucket down) or a
 429 (a rate limit) is tried again after the time the service asks for, a bounded
-number of times, before the error is raised.
+number of times, before the error is raised; so is a request whose connection was
+closed under it (a photo sent twice is only classified twice).
 """
 
 from __future__ import annotations
@@ -48,11 +49,20 @@ class Client:
         """A request, tried again on 503 and 429 after ``Retry-After``; a 4xx or 5xx
         left after that raises ``APIError``."""
         for attempt in range(self.retries + 1):
-            response = self.session.request(method, self.base_url + path,
-                                            timeout=self.timeout_s, **kwargs)  # fmt: skip
-            if response.status_code not in RETRIED_STATUSES or attempt == self.retries:
-                break
-            wait_s = float(response.headers.get("Retry-After", "1"))
+            last = attempt == self.retries
+            try:
+                response = self.session.request(method, self.base_url + path,
+                                                timeout=self.timeout_s, **kwargs)  # fmt: skip
+            except requests.ConnectionError:
+                # Most often a kept-alive connection the server closed while we waited
+                # out a Retry-After: the request never reached it.
+                if last:
+                    raise
+                wait_s = 0.5
+            else:
+                if response.status_code not in RETRIED_STATUSES or last:
+                    break
+                wait_s = float(response.headers.get("Retry-After", "1"))
             time.sleep(min(max(wait_s, 0.0), self.max_retry_after_s))
             for part in (kwargs.get("files") or {}).values():  # a file read by the last try
                 if hasattr(part[1], "seek"):
