@@ -20,7 +20,17 @@ from common.storage import StorageUnavailable, storage_from_settings
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Application factory; ``test_config`` may hold ``SETTINGS`` (a ``Settings``)."""
-    from api import errors, evaluate, health, jobs, model_info, models, predict, uploads
+    from api import (
+        errors,
+        evaluate,
+        health,
+        jobs,
+        model_info,
+        models,
+        predict,
+        telemetry,
+        uploads,
+    )  # fmt: skip
     from api.access import ApiKeys
     from api.admission import Admission
     from api.forms import Request
@@ -65,6 +75,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     }
 
     errors.register(app)
+    telemetry.register(app)
     for blueprint in (
         predict.bp, evaluate.bp, jobs.bp, model_info.bp, models.bp, health.bp, uploads.bp
     ):  # fmt: skip

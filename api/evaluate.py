@@ -10,6 +10,7 @@ from api.admission import EVALUATION_RETRY_AFTER_S
 from api.errors import APIError
 from api.inputs import MULTIPART_OVERHEAD_BYTES
 from api.jobs import queued_response
+from api.telemetry import ACCEPTED, request_id
 from common.jobs import QueueFull
 from common.messages import Evaluate
 
@@ -60,8 +61,10 @@ def evaluate():
         raise APIError(400, "missing_field", "Send the zip as multipart 'file' or a 'dataset_url'.")
     message = Evaluate(dataset_key=dataset_key, split=split)
     try:
-        job_id = services.jobs().create("evaluate", message, limit, owner=owner())
+        job_id = services.jobs().create("evaluate", message, limit, owner=owner(),
+                                        request_id=request_id())  # fmt: skip
     except QueueFull as exc:  # another took the last place since the look above
         raise too_many_evaluations(limit) from exc
     message.send(services.celery(), job_id)
+    ACCEPTED.labels("evaluate").inc()
     return queued_response(job_id)

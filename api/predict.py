@@ -12,6 +12,7 @@ from api import inputs, services
 from api.access import owner
 from api.errors import APIError, job_error_status
 from api.jobs import queued_response
+from api.telemetry import ACCEPTED, request_id
 from common.jobs import MAX_WAIT_S, new_job_id
 from common.labels import DEFAULT_LANGUAGE, LANGUAGES
 from common.messages import Photo
@@ -82,7 +83,8 @@ def predict():
         raise APIError(
             400, "missing_field", "Send the photo as multipart field 'file' or a bucket 'url'."
         )
-    photo = partial(Photo, job_id=job_id, image_key=image_key, image_url=image_url, lang=lang)
+    photo = partial(Photo, job_id=job_id, image_key=image_key, image_url=image_url, lang=lang,
+                    request_id=request_id())  # fmt: skip
     slots = services.waiting_slots()
     if wait_s and slots.acquire(blocking=False):
         try:
@@ -95,6 +97,7 @@ def predict():
     else:  # no wait asked, or every waiting slot is taken: the client polls the job
         services.sender().send(photo(reply_to=""), owner())
         record = None
+    ACCEPTED.labels("predict").inc()
     if record is None:
         return queued_response(job_id)
     if record["status"] == "failed":

@@ -32,7 +32,8 @@ def record(handover: _Handover) -> dict[str, str]:
     """The job record's fields of a photo: where it is shown, whose it is, and its own
     message, sent again alone if the broker loses the group's."""
     photo = handover.photo
-    fields = {"image_url": photo.image_url, "message": Predict.of([photo]).recorded()}
+    fields = {"image_url": photo.image_url, "message": Predict.of([photo]).recorded(),
+              "request_id": photo.request_id}  # fmt: skip
     return fields | {"owner": handover.owner} if handover.owner else fields
 
 

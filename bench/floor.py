@@ -80,7 +80,7 @@ def queue_floor(env: dict[str, str], redis_pid: int, tasks: int) -> dict[str, fl
         target = int(redis.get(DONE_KEY) or 0) + count
         for _ in range(count):
             job_id = uuid.uuid4().hex
-            photo = Photo(job_id, f"{job_id}.jpg", f"http://x/{job_id}.jpg", "id", "")
+            photo = Photo(job_id, f"{job_id}.jpg", f"http://x/{job_id}.jpg", "id", "", "")
             Predict.of([photo]).send(sender)
         wait_until(lambda: int(redis.get(DONE_KEY) or 0) >= target, 120, "floor queue", worker)
 

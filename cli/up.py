@@ -87,18 +87,24 @@ def up(port: int, workers: int = 1, startup_timeout_s: float = 180.0) -> int:
             redis_url = f"redis://127.0.0.1:{redis_port}/0"
             print(f"Started a private Redis at {redis_url} (data in {redis_dir})")
         env = {"REDIS_URL": redis_url, "ECOSNAP_VAR_DIR": str(settings.var_dir)}
+        metrics_ports = [free_port() for _ in range(workers + 1)]  # the evaluate one last
         # One at a time: if a start fails, the ones before it are still stopped below.
         gpus = visible_gpus()
         for index in range(workers):
-            worker_env = env | ({"CUDA_VISIBLE_DEVICES": str(index % gpus)} if gpus else {})
+            worker_env = env | {"WORKER_METRICS_PORT": str(metrics_ports[index])}
+            worker_env |= {"CUDA_VISIBLE_DEVICES": str(index % gpus)} if gpus else {}
             name = "The predict worker" + (f" {index}" if index else "")
             stack.append(Supervised(
                 name, lambda e=worker_env, i=index: start_predict_worker(e, logs, i)
             ))  # fmt: skip
-        stack.append(Supervised("The evaluate worker", lambda: start_evaluate_worker(env, logs)))
+        evaluate_env = env | {"WORKER_METRICS_PORT": str(metrics_ports[-1])}
+        stack.append(Supervised("The evaluate worker",
+                                lambda: start_evaluate_worker(evaluate_env, logs)))  # fmt: skip
         stack.append(Supervised("The API", lambda: start_api(env, port, log_path=logs / "api.log")))
         base_url = f"http://127.0.0.1:{port}"
         print(f"EcoSnap ML API at {base_url} (logs in {logs})")
+        scraped = [f"http://127.0.0.1:{port}/metrics" for port in metrics_ports]
+        print(f"Metrics: {base_url}/metrics and the workers' at {', '.join(scraped)}")
         wait_until(
             lambda: stopping or http_ok(f"{base_url}/health"), startup_timeout_s, "the stack"
         )

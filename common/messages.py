@@ -123,13 +123,15 @@ def _matches(value: Any, hint: Any) -> bool:
 @dataclass(frozen=True)
 class Photo(Fields):
     """One photo of a ``Predict`` message: its job, where it is stored, how to answer,
-    and the reply channel of the API process waiting for it ("" if none waits)."""
+    the reply channel of the API process waiting for it ("" if none waits), and the
+    request it came with (for the worker's log lines)."""
 
     job_id: str
     image_key: str
     image_url: str
     lang: str
     reply_to: str
+    request_id: str
 
     @classmethod
     def described(cls) -> str:

@@ -8,6 +8,7 @@ exact commands the service runs with.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -210,6 +211,11 @@ def start_api(
     settings = Settings.from_env({**os.environ, **env})
     threads = threads or settings.api_threads
     public_url = settings.public_base_url or f"http://{address}:{port}"
+    # Where the gunicorn processes keep their metrics for /metrics to add up; a
+    # fresh one per start (counters begin at zero).
+    metrics_dir = settings.var_dir / "api-metrics" / str(port)
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
     return spawn(
         [
             sys.executable,
@@ -229,7 +235,12 @@ def start_api(
             str(API_GRACEFUL_TIMEOUT_S),
             app,
         ],
-        env={**env, "API_THREADS": str(threads), "PUBLIC_BASE_URL": public_url},
+        env={
+            **env,
+            "API_THREADS": str(threads),
+            "PUBLIC_BASE_URL": public_url,
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        },
         log_path=log_path,
         prefix=prefix,
     )

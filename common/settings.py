@@ -55,6 +55,8 @@ class Settings:
     # A GPU worker's batches: larger, and worth a slightly longer wait.
     gpu_batch_max_size: int = 128
     gpu_batch_max_wait_ms: float = 20.0
+    # Where a worker serves its Prometheus metrics; 0: not at all.
+    worker_metrics_port: int = 0
     max_dataset_mb: float = 1024.0
     max_dataset_uncompressed_mb: float = 4096.0
     max_dataset_members: int = 100_000
@@ -180,6 +182,7 @@ class Settings:
             api_threads=int(env.get("API_THREADS", defaults.api_threads)),
             accelerate=env.get("ACCELERATE", defaults.accelerate),
             device=env.get("DEVICE", defaults.device),
+            worker_metrics_port=int(env.get("WORKER_METRICS_PORT", defaults.worker_metrics_port)),
             gpu_batch_max_size=int(env.get("GPU_BATCH_MAX_SIZE", defaults.gpu_batch_max_size)),
             gpu_batch_max_wait_ms=float(
                 env.get("GPU_BATCH_MAX_WAIT_MS", defaults.gpu_batch_max_wait_ms)

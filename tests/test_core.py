@@ -68,7 +68,7 @@ def queued(jobs: JobStore, storage: LocalStorage, data: bytes | None = None, **f
     key = storage.save(data, "jpg", "image/jpeg") if data is not None else "uploads/" + "0" * 32
     job_id = jobs.create("predict", Predict(photos=[]))
     sent = {"job_id": job_id, "image_key": key, "image_url": f"http://h/{key}", "lang": "id"}
-    return sent | {"reply_to": ""} | fields
+    return sent | {"reply_to": "", "request_id": "r"} | fields
 
 
 def message(*photos: dict):

@@ -25,7 +25,8 @@ class RecordingSender:
 
 def test_a_message_travels_as_its_fields_and_comes_back_equal():
     sender = RecordingSender()
-    photo = Photo("j" * 32, "uploads/a.jpg", "http://h/a.jpg", lang="en", reply_to="ecosnap:r")
+    photo = Photo("j" * 32, "uploads/a.jpg", "http://h/a.jpg", lang="en", reply_to="ecosnap:r",
+                  request_id="r")  # fmt: skip
     Predict.of([photo, photo]).send(sender)
     [(name, kwargs, task_id)] = sender.sent
     assert (name, task_id) == ("ecosnap.predict", None)

@@ -26,7 +26,8 @@ def test_batches_of_any_size_reuse_one_traced_function():
 def test_describe_orders_top_labels_and_uses_the_job_language():
     runtime = load_runtime(DEFAULT_MODEL_PATH)
     probabilities = np.array([0.05, 0.6, 0.1, 0.05, 0.15, 0.05], np.float32)
-    photo = Photo(job_id="a" * 32, image_key="k", image_url="u", lang="en", reply_to="")
+    photo = Photo(job_id="a" * 32, image_key="k", image_url="u", lang="en", reply_to="",
+                  request_id="r")  # fmt: skip
     body = describe(probabilities, photo, runtime)
     assert body["job_id"] == "a" * 32 and body["image_url"] == "u"
     assert body["label"] == "Logam" and body["confidence"] == 60.0

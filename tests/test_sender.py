@@ -37,7 +37,12 @@ def jobs(redis_url):
 
 def a_photo() -> Photo:
     return Photo(
-        job_id=new_job_id(), image_key="uploads/x.jpg", image_url="u", lang="id", reply_to=""
+        job_id=new_job_id(),
+        image_key="uploads/x.jpg",
+        image_url="u",
+        lang="id",
+        reply_to="",
+        request_id="r",
     )
 
 

@@ -32,6 +32,7 @@ from common.preprocessing import ImageLimits
 from common.reports import confusion_png, metrics
 from common.settings import Settings
 from common.storage import Storage, StorageError
+from worker import metrics as worker_metrics
 from worker.inference import prepare_each
 from worker.runtime import ModelRuntime
 
@@ -144,6 +145,7 @@ def run_chunk(
             return
         outcome = classify_chunk(message.items, archive, runtime, limits)
         done = jobs.add_chunk(job_id, message.index, outcome, len(message.items))
+        worker_metrics.EVALUATION_IMAGES.inc(len(message.items))
     if done == int(record["chunks_total"]):
         finish(job_id, jobs)
 
@@ -202,5 +204,6 @@ def finish(job_id: str, jobs: JobStore) -> None:
         "duration_s": round(time.time() - float(record["started_ts"]), 2),
     }
     jobs.put_blob(job_id, "confusion.png", confusion_png(result["confusion_matrix"]["matrix"]))
+    worker_metrics.JOBS_FINISHED.labels("evaluate", "succeeded").inc()
     jobs.transition(job_id, ("running",), status="succeeded", result=json.dumps(result),
                     finished_at=utc_now())  # fmt: skip

@@ -20,6 +20,7 @@ from common.redis_client import bounded_redis
 from common.registry import registry_from_settings
 from common.settings import Settings
 from common.storage import Storage, storage_from_settings
+from worker import metrics
 from worker.celery import app
 from worker.devices import Device, resolve
 from worker.housekeeping import start_upload_sweeper
@@ -93,12 +94,17 @@ class WorkerState:
         return state
 
     def heartbeat_info(self) -> dict[str, object]:
-        """What ``/health`` and ``GET /models`` show of this worker, read at every beat."""
+        """What ``/health`` and ``GET /models`` show of this worker, read at every beat;
+        the metrics' model gauge follows it."""
+        active = self.models.active
+        runtime = type(active).__name__
+        metrics.serving(active.metadata.version, runtime, str(self.device), active.batching)
         return {
             "pid": os.getpid(),
-            "model_version": self.models.active.metadata.version,
-            "runtime": type(self.models.active).__name__,
-            "batching": self.models.active.batching,
+            "model_version": active.metadata.version,
+            "runtime": runtime,
+            "batching": active.batching,
+            "metrics_port": self.settings.worker_metrics_port or None,
             "load_error": self.models.load_error,
             "queues": self.queues,
             "photos_per_s": round(self.capacity.photos_per_s, 1),

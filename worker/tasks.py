@@ -12,20 +12,28 @@ from contextlib import contextmanager
 
 from celery import Task
 from celery.exceptions import Reject
-from celery.signals import celeryd_after_setup, worker_init, worker_shutdown
+from celery.signals import celeryd_after_setup, setup_logging, worker_init, worker_shutdown
 from celery.worker import WorkController
 from celery_batches import SimpleRequest
 from redis import RedisError
 
 from common.errors import Refusal
+from common.logs import configure
 from common.messages import EVALUATE_QUEUE, Evaluate, EvaluateChunk, ValidateModel
 from common.settings import Settings
-from worker import evaluation, inference, state, validation
+from worker import evaluation, inference, metrics, state, validation
 from worker.batching import predict_task_options
 from worker.celery import app
 
 settings = Settings.from_env()
 log = logging.getLogger(__name__)
+
+
+@setup_logging.connect
+def log_lines(**_: object) -> None:
+    """Our log lines, JSON or text (common/logs.py): connected, Celery leaves its own
+    logging alone and its lines go through the same handler."""
+    configure("worker")
 
 
 @worker_init.connect
@@ -42,6 +50,7 @@ def start_worker_state(sender: WorkController, **_: object) -> None:
         traceback.print_exc()
         raise SystemExit(1) from None
     # A GPU batches more: the batch size and wait follow the device found.
+    metrics.serve(settings.worker_metrics_port)
     predict.flush_every, predict.flush_interval = worker.batch_size, worker.batch_wait_s
     sender.prefetch_multiplier = 2 * worker.batch_size  # read when the consumer starts
 
