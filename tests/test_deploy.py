@@ -2,6 +2,7 @@
 API's own schemas (kubernetes-validate, strict: no unknown fields), and compose."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -85,3 +86,27 @@ def test_the_worker_probe_tells_whether_this_hosts_worker_beats(stack, redis_url
     assert probe(stack.redis_url).returncode == 0  # the session stack's worker, here
     unwatched = probe(redis_url.rsplit("/", 1)[0] + "/14")  # a database no worker uses
     assert unwatched.returncode == 1 and "No worker on" in unwatched.stderr
+
+
+def test_the_dashboard_and_scrape_config_name_metrics_the_service_exports():
+    import json
+
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from api import telemetry
+    from worker import metrics
+
+    exported = {
+        metric._name for module in (telemetry, metrics) for metric in vars(module).values()
+        if isinstance(metric, MetricWrapperBase)
+    } | {"ecosnap_queue_jobs", "ecosnap_queue_messages"}  # fmt: skip
+    dashboard = json.loads((PROJECT_ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {re.sub(r"_(bucket|sum|count|total)$", "", name)
+            for expr in expressions for name in re.findall(r"ecosnap_[a-z_]+", expr)}  # fmt: skip
+    assert used <= {re.sub(r"_total$", "", name) for name in exported}, used
+    scrape = yaml.safe_load((PROJECT_ROOT / "deploy" / "prometheus.yml").read_text())
+    assert {job["job_name"] for job in scrape["scrape_configs"]} == {
+        "ecosnap-api",
+        "ecosnap-workers",
+    }
