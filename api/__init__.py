@@ -27,6 +27,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         jobs,
         model_info,
         models,
+        openapi,
         predict,
         telemetry,
         uploads,
@@ -77,7 +78,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.register(app)
     telemetry.register(app)
     for blueprint in (
-        predict.bp, evaluate.bp, jobs.bp, model_info.bp, models.bp, health.bp, uploads.bp
+        predict.bp, evaluate.bp, jobs.bp, model_info.bp, models.bp, health.bp, uploads.bp,
+        openapi.bp,
     ):  # fmt: skip
         app.register_blueprint(blueprint)
     start_rate_limits(

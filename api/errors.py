@@ -115,7 +115,10 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(exc.code or 500, code, exc.description or exc.name)
+        response, status = error_response(exc.code or 500, code, exc.description or exc.name)
+        if "Allow" in (allow := dict(exc.get_headers())):  # a 405 names the allowed methods
+            response.headers["Allow"] = allow["Allow"]
+        return response, status
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception):

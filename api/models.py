@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, g, request
 from redis import RedisError
 from werkzeug.datastructures import FileStorage
+from werkzeug.routing import BaseConverter
 
 from api import inputs, services
 from api.access import ADMIN_OWNER, bearer_token, matches, owner
@@ -24,10 +25,22 @@ from api.inputs import MULTIPART_OVERHEAD_BYTES
 from api.jobs import queued_response
 from common.heartbeat import live_workers
 from common.messages import ValidateModel
-from common.model_metadata import FORMAT_NAMES, ModelMetadata, file_sha256
+from common.model_metadata import FORMAT_NAMES, RESERVED_VERSIONS, ModelMetadata, file_sha256
 from common.registry import ACTIVATION_CHANNEL
 
 bp = Blueprint("models", __name__)
+
+
+class VersionConverter(BaseConverter):
+    """A version in a path, never one of the reserved words: ``/models/active`` and
+    ``/models/rollback`` are their own routes, and a method they lack is a 405 there."""
+
+    part_isolating = True  # one path segment, though the pattern names "/"
+    regex = rf"(?!(?:{'|'.join(sorted(RESERVED_VERSIONS))})\Z)[^/]+"
+
+
+# Before the routes below are added, which need it.
+bp.record_once(lambda state: state.app.url_map.converters.update(version=VersionConverter))
 
 # Leading bytes of each uploadable format; ONNX (a bare protobuf) has none to check.
 FILE_SIGNATURES: dict[str, tuple[int, bytes]] = {
@@ -69,10 +82,19 @@ def list_models():
     }
 
 
-@bp.get("/models/<version>")
+@bp.get("/models/<version:version>")
 def get_model(version: str):
     registry = services.registry()
     return registry.describe(version, registry.active_version())
+
+
+@bp.get("/models/active")
+def get_active_model():
+    registry = services.registry()
+    active = registry.active_version()
+    if active is None:
+        raise APIError(404, "no_active_version", "No version has been activated yet.")
+    return registry.describe(active, active)
 
 
 def _metadata_fields() -> dict[str, Any]:
@@ -133,7 +155,7 @@ def upload_model():
     return _queue_validation(metadata.version)
 
 
-@bp.post("/models/<version>/validate")
+@bp.post("/models/<version:version>/validate")
 def revalidate(version: str):
     """Validate a version again: after a worker failed mid-validation, or a fix elsewhere."""
     registry = services.registry()
