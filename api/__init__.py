@@ -28,6 +28,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         model_info,
         models,
         openapi,
+        page,
         predict,
         telemetry,
         uploads,
@@ -79,7 +80,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     telemetry.register(app)
     for blueprint in (
         predict.bp, evaluate.bp, jobs.bp, model_info.bp, models.bp, health.bp, uploads.bp,
-        openapi.bp,
+        openapi.bp, page.bp,
     ):  # fmt: skip
         app.register_blueprint(blueprint)
     start_rate_limits(
