@@ -14,7 +14,7 @@ DEMO_IMAGES_PER_CLASS = 300
 def _up(args: argparse.Namespace) -> int:
     from cli.up import up
 
-    return up(args.port, args.workers)
+    return up(args.port, args.workers, args.flower)
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=default_port())
     up.add_argument("--workers", type=positive_int, default=1,
                     help="photo workers (one per GPU where GPUs are visible)")  # fmt: skip
+    up.add_argument("--flower", type=int, metavar="PORT", default=None,
+                    help="also run Flower, Celery's monitor, on this loopback port")  # fmt: skip
     up.set_defaults(run=_up)
 
     demo = commands.add_parser("demo-data", help="draw the synthetic demo dataset")

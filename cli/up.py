@@ -15,6 +15,7 @@ from common.processes import (
     http_ok,
     start_api,
     start_evaluate_worker,
+    start_flower,
     start_predict_worker,
     start_redis,
     stop,
@@ -62,9 +63,12 @@ class Supervised:
             print(f"{self.name} started again (pid {self.process.pid}).", flush=True)
 
 
-def up(port: int, workers: int = 1, startup_timeout_s: float = 180.0) -> int:
+def up(
+    port: int, workers: int = 1, flower_port: int | None = None, startup_timeout_s: float = 180.0
+) -> int:
     """The whole stack; ``workers`` photo workers, one per GPU when GPUs are visible
-    (each sees only its own, through ``CUDA_VISIBLE_DEVICES``)."""
+    (each sees only its own, through ``CUDA_VISIBLE_DEVICES``); Flower on
+    ``flower_port`` when one is given."""
     settings = Settings.from_env()
     ModelMetadata.for_model(settings.model_path)  # a model without metadata: said at once
     logs = settings.var_dir / "logs"
@@ -101,6 +105,10 @@ def up(port: int, workers: int = 1, startup_timeout_s: float = 180.0) -> int:
         stack.append(Supervised("The evaluate worker",
                                 lambda: start_evaluate_worker(evaluate_env, logs)))  # fmt: skip
         stack.append(Supervised("The API", lambda: start_api(env, port, log_path=logs / "api.log")))
+        if flower_port is not None:
+            stack.append(Supervised("Flower", lambda: start_flower(
+                env, flower_port, logs / "flower.log")))  # fmt: skip
+            print(f"Flower at http://127.0.0.1:{flower_port}")
         base_url = f"http://127.0.0.1:{port}"
         print(f"EcoSnap ML API at {base_url} (logs in {logs})")
         scraped = [f"http://127.0.0.1:{port}/metrics" for port in metrics_ports]

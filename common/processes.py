@@ -174,6 +174,17 @@ def start_evaluate_worker(env: dict[str, str], log_dir: Path) -> subprocess.Pope
     )
 
 
+def start_flower(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen:
+    """Flower, Celery's monitor, on loopback: the workers, their queues and pools, and
+    the evaluation and validation tasks (photo batches, run by celery-batches, send no
+    task events; the workers' metrics count them)."""
+    return spawn(
+        [sys.executable, "-m", "celery", "-A", "worker.celery", "flower",
+         f"--port={port}", "--address=127.0.0.1"],
+        env, log_path,
+    )  # fmt: skip
+
+
 def start_workers(env: dict[str, str], log_dir: Path) -> list[subprocess.Popen]:
     """One worker for photos and one, at a lower CPU priority, for evaluations.
 

@@ -420,9 +420,9 @@ class Up:
 
 
 @contextmanager
-def ecosnap_up(var_dir: Path) -> Iterator[Up]:
-    """``ecosnap up`` on a free port with its own var folder and private Redis, ready;
-    stopped with SIGTERM afterwards (the caller may stop it first)."""
+def ecosnap_up(var_dir: Path, *options: str) -> Iterator[Up]:
+    """``ecosnap up`` (with ``options``) on a free port with its own var folder and
+    private Redis, ready; stopped with SIGTERM afterwards (the caller may stop it first)."""
     import sys
 
     from common.settings import PROJECT_ROOT
@@ -431,7 +431,7 @@ def ecosnap_up(var_dir: Path) -> Iterator[Up]:
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "GCS_BUCKET"}}
     env |= {"ECOSNAP_VAR_DIR": str(var_dir), "PYTHONUNBUFFERED": "1", **UNLIMITED}
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli", "up", "--port", str(port)],
+        [sys.executable, "-m", "cli", "up", "--port", str(port), *options],
         cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     up = Up(process, [], f"http://127.0.0.1:{port}")

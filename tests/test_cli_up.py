@@ -5,7 +5,7 @@ import signal
 
 import requests
 
-from common.processes import http_ok, wait_until
+from common.processes import free_port, http_ok, wait_until
 from tests.conftest import photo
 from tests.faults import ecosnap_up
 from tests.test_evaluate import dataset_zip
@@ -22,9 +22,18 @@ def predicts(base: str) -> bool:
     return response.status_code == 200
 
 
-def test_up_starts_everything_restarts_what_dies_and_stops_cleanly_on_sigterm(tmp_path):
+def flower_shows(flower: str, names: tuple[str, ...]) -> bool:
+    try:
+        page = requests.get(flower, timeout=5).text
+    except requests.RequestException:
+        return False
+    return all(name in page for name in names)
+
+
+def test_up_starts_everything_and_flower_restarts_what_dies_and_stops_cleanly_on_sigterm(tmp_path):
     expired_upload = aged(tmp_path / "uploads" / f"{'e' * 32}.jpg", 2 * DAY_S)
-    with ecosnap_up(tmp_path) as up:
+    flower = f"http://127.0.0.1:{free_port()}"
+    with ecosnap_up(tmp_path, "--flower", flower.rsplit(":", 1)[1]) as up:
         base, lines, process = up.base_url, up.lines, up.process
         assert any(base in line for line in lines)
         assert ":6379/" not in up.redis_url
@@ -47,6 +56,8 @@ def test_up_starts_everything_restarts_what_dies_and_stops_cleanly_on_sigterm(tm
             60,
             "an evaluation through ecosnap up",
         )
+        # Flower, asked for, shows both workers.
+        wait_until(lambda: flower_shows(flower, ("predict@", "evaluate@")), 60, "Flower", process)
         # The evaluate worker sweeps old uploads; the photo worker leaves them alone.
         wait_until(lambda: not expired_upload.exists(), 30, "the upload sweep")
         sweep_line = "Removed 1 stored files"
