@@ -11,6 +11,7 @@ from redis import RedisError
 from api import services
 from api.access import owner
 from api.errors import APIError
+from api.telemetry import name_job
 
 bp = Blueprint("jobs", __name__)
 bp.before_request(services.identify_caller)
@@ -56,6 +57,7 @@ def queued_response(job_id: str):
     except RedisError:
         record = {"status": "queued"}
     view = job_view(record | {"job_id": job_id})
+    name_job(job_id)
     return {
         "job_id": job_id,
         "status": view["status"],

@@ -12,7 +12,7 @@ from api import inputs, services
 from api.access import owner
 from api.errors import APIError, job_error_status
 from api.jobs import queued_response
-from api.telemetry import ACCEPTED, request_id
+from api.telemetry import ACCEPTED, name_job, request_id
 from common.jobs import MAX_WAIT_S, new_job_id
 from common.labels import DEFAULT_LANGUAGE, LANGUAGES
 from common.messages import Photo
@@ -73,6 +73,7 @@ def predict():
     if upload is not None and url is not None:
         raise APIError(400, "ambiguous_input", "Send either a file or a url, not both.")
     job_id = new_job_id()
+    name_job(job_id)
     services.admission().refuse_photo_if_full()
     if upload is not None:
         image_key, image_url = store_upload(upload, job_id)

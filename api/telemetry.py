@@ -107,9 +107,10 @@ def register(app: Flask) -> None:
             if code in REFUSAL_CODES:
                 REFUSED.labels(code).inc()
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        job = {"job_id": g.job_id} if "job_id" in g else {}
         log.info("%s %s %d", request.method, request.path, response.status_code,
                  extra={"route": route, "status": response.status_code,
-                        "ms": round(seconds * 1000, 2)})  # fmt: skip
+                        "ms": round(seconds * 1000, 2), **job})  # fmt: skip
         return response
 
     app.register_blueprint(bp)
@@ -117,3 +118,9 @@ def register(app: Flask) -> None:
 
 def request_id() -> str:
     return g.get("request_id", "")
+
+
+def name_job(job_id: str) -> None:
+    """Put the job this request made into its log line: one grep finds the request,
+    its job and the worker's lines."""
+    g.job_id = job_id

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import requests
 from redis import Redis
 
 from bench.compare import MODELS, SYSTEMS, compare
@@ -33,6 +32,7 @@ from bench.memory import memory_bound
 from bench.procfs import children, cpu_ms_per_request, loads_tensorflow, memory_mb
 from bench.scaling import scaling
 from common.batch_stats import batch_sizes
+from common.client import Client
 from common.heartbeat import live_workers
 from common.labels import CLASSES
 from common.preprocessing import ImageLimits, decode_for_model, preprocess
@@ -152,28 +152,21 @@ def dataset_zip(images: list[bytes]) -> bytes:
 
 def evaluation_alone(port: int, archive: bytes) -> dict:
     """The evaluation rate with nothing else to do: the pipeline's efficiency."""
-    base = f"http://127.0.0.1:{port}"
-    job_url = requests.post(f"{base}/evaluate", files={"file": ("d.zip", archive)},
-                            timeout=600).json()["status_url"]  # fmt: skip
-    wait_until(
-        lambda: requests.get(job_url, timeout=30).json()["status"] not in ("queued", "running"),
-        600,
-        "evaluation",
-    )
-    result = requests.get(job_url, timeout=30).json()["result"]
+    client = Client(f"http://127.0.0.1:{port}", timeout_s=600)
+    job = client.wait_for(client.evaluate(archive)["job_id"], timeout_s=600)
+    result = job["result"]
     return {"eval_alone_images_per_s": result["images"] / result["duration_s"]}
 
 
 def during_evaluation(port: int, archive: bytes, small: list[bytes], worker_pid: int) -> dict:
     """One client's prediction latency while a dataset is evaluated, and the evaluation rate."""
-    base = f"http://127.0.0.1:{port}"
+    client = Client(f"http://127.0.0.1:{port}", timeout_s=600)
     rss_before = memory_mb(worker_pid)
-    job_url = requests.post(f"{base}/evaluate", files={"file": ("d.zip", archive)},
-                            timeout=600).json()["status_url"]  # fmt: skip
+    job_id = client.evaluate(archive)["job_id"]
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     latencies, peak_rss = [], rss_before
     for index in itertools.count():
-        job = requests.get(job_url, timeout=30).json()
+        job = client.job(job_id)
         if job["status"] not in ("queued", "running"):
             break
         body, content_type = multipart(small[index % len(small)])

@@ -70,7 +70,8 @@ def predict(
                 _draw_bar(len(rows), len(todo))
     if progress:
         print(file=sys.stderr)
-    rows.sort(key=lambda row: todo.index(row["source"]))
+    order = {source: index for index, source in enumerate(todo)}
+    rows.sort(key=lambda row: order[row["source"]])
     _write(rows, output)
     return 0 if all(not row.get("error") for row in rows) else 1
 

@@ -88,11 +88,14 @@ class Client:
         return self.request("POST", f"/predict?wait={wait_s:g}&lang={lang}",
                             json={"url": url}).json()  # fmt: skip
 
-    def evaluate(self, dataset: Path | str, split: str | None = None) -> dict:
-        """Start evaluating a local zip, or a bucket URL: the job (202)."""
+    def evaluate(self, dataset: Path | bytes | str, split: str | None = None) -> dict:
+        """Start evaluating a local zip (a path or its bytes), or a bucket URL: the job (202)."""
         fields = {"split": split} if split else {}
         if isinstance(dataset, str):
             return self.request("POST", "/evaluate", json={"dataset_url": dataset, **fields}).json()
+        if isinstance(dataset, bytes):
+            return self.request("POST", "/evaluate", files={"file": ("dataset.zip", dataset)},
+                                data=fields).json()  # fmt: skip
         with dataset.open("rb") as stream:
             return self.request("POST", "/evaluate", files={"file": (dataset.name, stream)},
                                 data=fields).json()  # fmt: skip

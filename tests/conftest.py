@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
+from redis import Redis
 
 from api import create_app
 from common.processes import free_port, start_api, start_redis, start_worker, stop, wait_until
@@ -116,7 +117,12 @@ def run_stack(
     workers: int = 1,
     api_processes: int = 1,
 ):
-    """Start ``workers`` Celery workers and the API; yield a ``Stack`` once all are up."""
+    """Start ``workers`` Celery workers and the API; yield a ``Stack`` once all are up.
+
+    Its database (of the tests' own Redis) starts empty: jobs other tests left queued
+    there would otherwise reach this stack's workers and slow or confuse them.
+    """
+    Redis.from_url(redis_url).flushdb()
     env = {"REDIS_URL": redis_url, "ECOSNAP_VAR_DIR": str(var_dir), **UNLIMITED,
            **(extra_env or {})}  # fmt: skip
     port = free_port()

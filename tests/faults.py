@@ -40,10 +40,18 @@ from common.processes import (
     stop,
     wait_until,
 )
+from common.settings import Settings
 from tests.conftest import UNLIMITED, photo
 
 # How long the accepted jobs of a scenario may take to finish once the load stops.
 SETTLE_S = 60
+# The longest a killed, frozen or cut-off worker's jobs may take to finish (the
+# issue's bound): its messages come back when their lease runs out.
+RECOVERY_S = 30
+# The same for a message the broker lost (in a Redis crash, or popped for a worker
+# whose link went down before the message reached it): it is sent again from its
+# job's record after REDELIVER_AFTER_S without progress, looked for every third of it.
+REDELIVERED_WITHIN_S = Settings().redeliver_after_s * 4 / 3 + RECOVERY_S
 
 
 def timestamp(iso: str) -> float:

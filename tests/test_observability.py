@@ -116,6 +116,7 @@ def test_a_request_id_is_followed_from_the_answer_into_both_logs(observed_stack)
     wait_until(lambda: api_line(), 10, "the API's line")
     (line,) = api_line()
     assert line["service"] == "api" and line["route"] == "/predict" and line["status"] == 200
+    assert line["job_id"] == job_id
     assert {"time", "level", "ms"} <= line.keys()
 
     def worker_line() -> list[dict]:

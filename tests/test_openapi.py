@@ -23,7 +23,7 @@ ADMIN_KEY = "contract-admin-key-0123456789"
 @pytest.fixture(scope="module")
 def contract_stack(redis_url, tmp_path_factory):
     yield from run_stack(
-        redis_url.rsplit("/", 1)[0] + "/8", tmp_path_factory.mktemp("contract"),
+        redis_url.rsplit("/", 1)[0] + "/6", tmp_path_factory.mktemp("contract"),
         {"API_KEYS": f"tester={USER_KEY}", "ADMIN_API_KEY": ADMIN_KEY},
     )  # fmt: skip
 
