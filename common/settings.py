@@ -47,7 +47,7 @@ class Settings:
     batch_max_wait_ms: float = 10.0
     heartbeat_interval_s: float = 2.0
     broker_lease_s: float = 10.0
-    redeliver_after_s: float = 30.0
+    redeliver_after_s: float = 15.0
     api_threads: int = 64
     accelerate: str = "onnx"
     # auto | cpu | cuda:N | simulated:BATCH_MS:IMAGE_MS (worker/devices.py)

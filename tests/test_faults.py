@@ -28,8 +28,6 @@ from common.messages import EVALUATE_QUEUE
 from common.processes import free_port, stop, wait_until
 from tests.conftest import photo
 from tests.faults import (
-    RECOVERY_S,
-    REDELIVERED_WITHIN_S,
     Clients,
     Load,
     Notices,
@@ -37,6 +35,7 @@ from tests.faults import (
     ecosnap_up,
     fault_stack,
     freeze_mid_batch,
+    jobs_running_on,
     post_photo,
     settle,
 )
@@ -75,7 +74,8 @@ def test_a_predict_worker_killed_mid_batch_under_ecosnap_up(tmp_path, reliabilit
             fault_at, jobs_in_its_batch=in_hand, worker_started_again_after_s=restarted_s,
         )  # fmt: skip
     kept(reliability, outcome)
-    assert outcome.accepted > 0 and outcome.recovery_s <= RECOVERY_S, outcome
+    assert outcome.accepted > 0, outcome
+    outcome.assert_recovered()
 
 
 def test_a_frozen_predict_worker_drops_out_and_its_jobs_go_to_another(tmp_path, reliability):
@@ -90,17 +90,19 @@ def test_a_frozen_predict_worker_drops_out_and_its_jobs_go_to_another(tmp_path, 
                                   "the frozen worker leaving /health")  # fmt: skip
         # Frozen past its lease: what it held runs on the other worker; then it wakes
         # up with a stale batch in hand, which must not answer anything twice.
-        time.sleep(12)
+        wait_until(lambda: jobs_running_on(stack.redis, frozen.pid) == 0, 30,
+                   "the frozen worker's jobs run by the other")  # fmt: skip
         os.kill(frozen.pid, signal.SIGCONT)
         outcome = load.outcome(
-            "predict worker SIGSTOP for 15 s (a second worker runs), then SIGCONT",
+            "predict worker SIGSTOP until what it held ran on a second worker, then SIGCONT",
             "the frozen worker leaves /health within seconds; what it held runs on the other "
             "worker; when it wakes its stale batch answers nothing twice",
             fault_at, jobs_in_its_batch=in_hand, left_health_after_s=dropped_s,
         )  # fmt: skip
     kept(reliability, outcome)
     assert dropped_s <= 10
-    assert outcome.accepted > 0 and outcome.recovery_s <= RECOVERY_S, outcome
+    assert outcome.accepted > 0, outcome
+    outcome.assert_recovered()
 
 
 def test_a_predict_worker_stopped_with_sigterm_finishes_or_requeues_its_batch(
@@ -124,7 +126,8 @@ def test_a_predict_worker_stopped_with_sigterm_finishes_or_requeues_its_batch(
         )  # fmt: skip
     kept(reliability, outcome)
     assert stopped.returncode == 0
-    assert outcome.accepted > 0 and outcome.recovery_s <= RECOVERY_S, outcome
+    assert outcome.accepted > 0, outcome
+    outcome.assert_recovered()
 
 
 def test_redis_killed_and_started_again_on_its_append_only_file(tmp_path, reliability):
@@ -135,7 +138,15 @@ def test_redis_killed_and_started_again_on_its_append_only_file(tmp_path, reliab
         load = Load(stack.redis, stack.base_url)
         fault_at = time.time()
         stack.kill_redis()
-        time.sleep(3)
+        # The load's clients may all be waiting out the outage on jobs sent before it,
+        # so a photo of the test's own asks for the refusal.
+        started = time.monotonic()
+        refusal = requests.post(stack.url("/predict"), files={"file": ("p.jpg", photo())},
+                                timeout=10)  # fmt: skip
+        refused_s = round(time.monotonic() - started, 1)
+        assert refusal.status_code == 503 and "Retry-After" in refusal.headers, refusal.text
+        assert refusal.json()["error"]["code"] == "unavailable", refusal.text
+        time.sleep(max(0.0, fault_at + 3 - time.time()))  # the outage lasts 3 s
         stack.restart_redis()
         restarted_at = time.time()
         load.clients.wait_for_answers(1, since=restarted_at)
@@ -144,12 +155,12 @@ def test_redis_killed_and_started_again_on_its_append_only_file(tmp_path, reliab
             "Redis SIGKILL mid-load, started again 3 s later on the same port and AOF",
             "requests meanwhile get 503 with Retry-After, never a 500 or a hang; accepted "
             "jobs survive in the AOF and finish; the API and worker reconnect by themselves",
-            fault_at, first_result_after_restart_s=serving_s,
+            fault_at, first_503_after_s=refused_s, first_result_after_restart_s=serving_s,
         )  # fmt: skip
         assert worker.poll() is None, "the worker rides out the outage without a restart"
     kept(reliability, outcome)
-    assert outcome.refused_503 > 0, "requests during the outage are refused with 503"
-    assert outcome.accepted > 0 and outcome.recovery_s <= REDELIVERED_WITHIN_S, outcome
+    assert outcome.accepted > 0, outcome
+    outcome.assert_recovered()
 
 
 def test_the_api_stopped_with_clients_waiting_answers_each_of_them(tmp_path, reliability):
@@ -290,7 +301,7 @@ def test_an_evaluate_worker_killed_mid_evaluation(tmp_path, reliability):
     assert result["status"] == "succeeded", result
     assert result["result"]["images"] == 600  # the truncated one is skipped
     assert result["progress"]["done"] == result["progress"]["total"]  # each chunk once
-    assert outcome.recovery_s <= RECOVERY_S, outcome
+    outcome.assert_recovered()
 
 
 def test_readiness_tells_the_truth_fast_while_200_clients_wait(tmp_path, reliability):

@@ -129,6 +129,7 @@ def test_a_job_whose_message_made_no_progress_is_sent_again_from_its_record(jobs
     jobs.progressed(started)  # ...the running evaluation has just recorded a chunk
     assert redeliver_stale(jobs, sender, quiet_s=60) == 1
     assert sender.sent == [(Evaluate.task, {"dataset_key": "uploads/d.zip", "split": None}, lost)]
+    assert "sent_again_at" in jobs.get(lost) and "sent_again_at" not in jobs.get(started)
     # Claimed: the next look (another worker's, say) does not send it again at once.
     assert redeliver_stale(jobs, sender, quiet_s=60) == 0
     assert jobs.redis.zscore(pending_key("evaluate"), finished) is None

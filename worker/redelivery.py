@@ -7,7 +7,8 @@ validation still queued, and an evaluation whose chunks stopped being recorded (
 start, sent again, sends the chunks not yet recorded). Job states only move
 forward and chunks count once, so a message that was only slow runs harmlessly
 twice. Every worker looks every third of that time; a claim in Redis lets one of
-them send each job.
+them send each job. A job sent again says so in its record (``sent_again_at``), for
+whoever looks into why it took long.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import threading
 
 from redis import RedisError
 
-from common.jobs import JobStore
+from common.jobs import JobStore, utc_now
 from common.messages import TaskSender, send_recorded
 from common.periodic import run_every
 
@@ -30,6 +31,7 @@ def redeliver_stale(jobs: JobStore, celery: TaskSender, quiet_s: float) -> int:
     for job_id, record in jobs.claim_stale(quiet_s):
         if record.get("status") in ("queued", "running") and "message" in record:
             send_recorded(celery, record["message"])
+            jobs.transition(job_id, ("queued", "running"), sent_again_at=utc_now())
             sent += 1
         else:  # finished meanwhile, or expired
             settled.append(job_id)
