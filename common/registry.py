@@ -405,9 +405,11 @@ class ModelRegistry:
                          origin=f"MODEL_PATH ({model_path.name})")  # fmt: skip
                 self.activate(version)
             except RegistryError as exc:
-                if exc.code != "version_exists":  # else another process added it just now
+                if exc.code != "version_exists":
                     raise
-        elif not self._active_is_servable():
+                # Another process added it just now and may not have activated it yet.
+                known[sha256] = version
+        if not self._active_is_servable():
             self.activate(known[sha256])
         return self.active_version()
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from api.errors import http_status
-from common.model_metadata import MetadataError, ModelMetadata
+from common.model_metadata import MetadataError, ModelMetadata, file_sha256
 from common.registry import ModelRegistry, RegistryError
 from common.settings import DEFAULT_MODEL_PATH
 
@@ -33,6 +33,20 @@ def test_the_configured_model_is_imported_once_and_activated(registry):
     registry.activate("v2")
     assert registry.import_configured(DEFAULT_MODEL_PATH) == "v2"
     assert registry.versions() == ["demo-1", "v2"]
+
+
+def test_a_process_that_loses_the_race_to_add_the_configured_model_still_serves_it(
+    registry, tmp_path, monkeypatch
+):
+    """Two workers start at once: the other one added the file a moment after this one
+    listed the versions, and has not activated it yet."""
+    metadata = ModelMetadata.for_model(DEFAULT_MODEL_PATH)
+    other = ModelRegistry.in_folder(tmp_path / "registry", "waste-classifier")
+    sha256 = file_sha256(DEFAULT_MODEL_PATH)
+    other.add(DEFAULT_MODEL_PATH, replace(metadata, sha256=sha256), "valid")
+    monkeypatch.setattr(registry, "versions", lambda: [])  # as this one listed them
+    assert registry.import_configured(DEFAULT_MODEL_PATH) == metadata.version
+    assert other.active_version() == metadata.version
 
 
 def test_a_new_configured_file_with_a_taken_version_gets_a_suffix(registry, tmp_path):
