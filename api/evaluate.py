@@ -9,7 +9,7 @@ from api.access import owner
 from api.admission import EVALUATION_RETRY_AFTER_S
 from api.errors import APIError
 from api.inputs import MULTIPART_OVERHEAD_BYTES
-from api.jobs import queued_response
+from api.jobs import queued_response, send_job
 from api.telemetry import ACCEPTED, request_id
 from common.jobs import QueueFull
 from common.messages import Evaluate
@@ -44,12 +44,12 @@ def evaluate():
     settings = services.settings()
     # Datasets may be far larger than photos: this route has its own body limit.
     request.max_content_length = settings.max_dataset_bytes + MULTIPART_OVERHEAD_BYTES
-    split = inputs.fields().get("split") or None
-    if split is not None and not isinstance(split, str):
-        raise APIError(400, "invalid_split", "split must be a string such as 'test'.")
     limit = settings.max_evaluations
     if services.jobs().pending("evaluate") >= limit:  # before the zip is read or stored
         raise too_many_evaluations(limit)
+    split = inputs.fields().get("split") or None
+    if split is not None and not isinstance(split, str):
+        raise APIError(400, "invalid_split", "split must be a string such as 'test'.")
     url = inputs.url_field("dataset_url")
     if "file" in request.files and url is not None:
         raise APIError(400, "ambiguous_input", "Send either a file or a dataset_url, not both.")
@@ -65,6 +65,6 @@ def evaluate():
                                         request_id=request_id())  # fmt: skip
     except QueueFull as exc:  # another took the last place since the look above
         raise too_many_evaluations(limit) from exc
-    message.send(services.celery(), job_id)
+    send_job(message, job_id)
     ACCEPTED.labels("evaluate").inc()
     return queued_response(job_id)

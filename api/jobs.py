@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from flask import Blueprint, Response, url_for
+from kombu.exceptions import OperationalError
 from redis import RedisError
 
 from api import services
 from api.access import owner
 from api.errors import APIError
 from api.telemetry import name_job
+from common.messages import Message
 
+log = logging.getLogger(__name__)
 bp = Blueprint("jobs", __name__)
 bp.before_request(services.identify_caller)
 
@@ -46,6 +50,17 @@ def job_view(record: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+def send_job(message: Message, job_id: str) -> None:
+    """Send a new job's message. Its record keeps the message, so when the broker
+    does not take it now a worker sends it again (``worker/redelivery.py``): the job
+    will run, and the client gets its id rather than a 503."""
+    try:
+        message.send(services.celery(), job_id)
+    except (OperationalError, RedisError) as exc:
+        log.warning("The broker did not take job %s's message (%s); it is sent again "
+                    "from its record.", job_id, exc)  # fmt: skip
+
+
 def queued_response(job_id: str):
     """The 202 answer to a route that made a job: its id, status and where to poll.
 
@@ -61,7 +76,8 @@ def queued_response(job_id: str):
     return {
         "job_id": job_id,
         "status": view["status"],
-        "status_url": url_for("jobs.get_job", job_id=job_id, _external=True),
+        # From the configured public address, never from the request's Host header.
+        "status_url": services.settings().base_url + url_for("jobs.get_job", job_id=job_id),
     }, 202
 
 

@@ -22,7 +22,7 @@ from api.access import ADMIN_OWNER, bearer_token, matches, owner
 from api.errors import APIError
 from api.evaluate import ZIP_MAGIC
 from api.inputs import MULTIPART_OVERHEAD_BYTES
-from api.jobs import queued_response
+from api.jobs import queued_response, send_job
 from common.heartbeat import live_workers
 from common.messages import ValidateModel
 from common.model_metadata import FORMAT_NAMES, RESERVED_VERSIONS, ModelMetadata, file_sha256
@@ -169,7 +169,7 @@ def _queue_validation(version: str):
     jobs = services.jobs()
     message = ValidateModel(version=version)
     job_id = jobs.create("validate_model", message, version=version, owner=owner())
-    message.send(services.celery(), job_id)
+    send_job(message, job_id)
     body, status = queued_response(job_id)
     return {**body, "version": version, "state": "validating"}, status
 

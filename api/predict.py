@@ -68,13 +68,13 @@ def predict():
     settings = services.settings()
     lang = language()
     wait_s = wait_seconds()
+    services.admission().refuse_photo_if_full()  # before the body is read
     upload = request.files.get("file")
     url = inputs.url_field("url")
     if upload is not None and url is not None:
         raise APIError(400, "ambiguous_input", "Send either a file or a url, not both.")
     job_id = new_job_id()
     name_job(job_id)
-    services.admission().refuse_photo_if_full()
     if upload is not None:
         image_key, image_url = store_upload(upload, job_id)
     elif url is not None:

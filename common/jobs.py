@@ -238,6 +238,13 @@ class JobStore:
             pipe.hdel(_key(job_id), "message")
             pipe.execute()
 
+    def claim_chunk_sending(self, job_id: str, for_s: float) -> bool:
+        """Whether this worker may send the evaluation's chunks now: not if a worker
+        did in the last ``for_s``, so copies of its start message that run one after
+        another send them once."""
+        claim = f"{_key(job_id)}:chunks_sent"
+        return bool(self.redis.set(claim, 1, nx=True, px=max(1, int(for_s * 1000))))
+
     def progressed(self, job_id: str) -> None:
         """An evaluation moved on (it started, or recorded a chunk): its messages are
         not lost."""
@@ -360,8 +367,10 @@ class JobStore:
         A job runs when it is queued, or running already (its message came back after
         a worker died holding it). A finished job is never run again, and one whose
         record is gone (expired) is not run at all: a redelivered message for either
-        is dropped.
+        is dropped. A job in the batch twice (its message and a copy sent again) starts
+        once.
         """
+        job_ids = list(dict.fromkeys(job_ids))
         if not job_ids:
             return [], []
         moved, exhausted = self._start(

@@ -114,6 +114,12 @@ def send_recorded(celery: TaskSender, recorded: str) -> None:
     celery.send_task(message["task"], kwargs=message["kwargs"], task_id=message["task_id"])
 
 
+def recorded_queue(recorded: str) -> str:
+    """The queue of a message kept by ``Message.recorded``."""
+    task = json.loads(recorded)["task"]
+    return next(message.queue for message in MESSAGES if message.task == task)
+
+
 def _matches(value: Any, hint: Any) -> bool:
     """``isinstance`` for the plain hints messages use (``str``, ``str | None``, ``list``)."""
     options = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)

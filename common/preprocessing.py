@@ -124,7 +124,7 @@ class Preprocessing:
             raise PreprocessingError("it must be a JSON object.")
         if "preset" in raw:
             preset = raw["preset"]
-            if preset not in PRESETS:
+            if not isinstance(preset, str) or preset not in PRESETS:
                 raise PreprocessingError(f"preset is one of {', '.join(PRESETS)}.")
             base, raw = PRESETS[preset], {k: v for k, v in raw.items() if k != "preset"}
         else:
@@ -170,7 +170,8 @@ class Preprocessing:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite JSON number (Python's JSON reader takes ``NaN`` and ``Infinity``)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _listed(value: Any) -> Any:
@@ -381,13 +382,15 @@ def decode_for_model(
     """Decode an image and resize it to ``size`` (width, height) as ``spec`` says:
     RGB pixels, 0-255, float32, shape (height, width, 3). Within the limits: its
     decoded size is checked before a pixel is decoded, and the decoding holds that
-    much (plus its RGB copy) of the budget."""
+    much of the budget, plus its RGB copy (and the float32 copy TensorFlow's resize
+    works on)."""
     image = open_image(data, limits.max_pixels)
     if spec.draft:
         image.draft("RGB", size)
     cost = check_decoded_size(data, image, limits)
     rgb_copy = image.size[0] * image.size[1] * 3
-    with limits.budget.held(cost + rgb_copy) if limits.budget else nullcontext():
+    float_copy = 0 if spec.resize_backend == "pillow" else rgb_copy * 4
+    with limits.budget.held(cost + rgb_copy + float_copy) if limits.budget else nullcontext():
         with _rejecting_corrupt():
             if spec.exif_transpose:
                 image = ImageOps.exif_transpose(image)
@@ -423,7 +426,8 @@ def _fit_within(
     fitted_width, fitted_height = width / ratio, height / ratio
     left = max(0, math.floor((target_width - fitted_width) / 2))
     top = max(0, math.floor((target_height - fitted_height) / 2))
-    return (math.floor(fitted_width), math.floor(fitted_height)), (left, top)
+    # At least a pixel each way: a 2000x1 strip would round to nothing.
+    return (max(1, math.floor(fitted_width)), max(1, math.floor(fitted_height))), (left, top)
 
 
 def _crop_box(image_size: tuple[int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:

@@ -81,5 +81,6 @@ def tf_resize(
     width, height = size
     rows = _weights(pixels.shape[0], height, method, antialias)
     columns = _weights(pixels.shape[1], width, method, antialias)
-    resized = np.einsum("oh,hwc->owc", rows, pixels.astype(np.float64))
-    return np.einsum("pw,owc->opc", columns, resized).astype(np.float32)
+    # In float32, as TensorFlow computes: no float64 copy of a whole photo.
+    resized = np.einsum("oh,hwc->owc", rows.astype(np.float32), pixels.astype(np.float32))
+    return np.einsum("pw,owc->opc", columns.astype(np.float32), resized)

@@ -130,6 +130,9 @@ def test_a_photo_is_served_safely_and_only_its_own_bytes(keyed_stack):
     record = requests.get(keyed_stack.url(f"/jobs/{answer.json()['job_id']}"),
                           headers=auth("alice"), timeout=5).json()  # fmt: skip
     assert "evil" not in str(record)
+    queued = post_photo(keyed_stack, "alice", photo(seed=4), Host="evil.example")
+    assert queued.status_code == 202, queued.text
+    assert queued.json()["status_url"].startswith(keyed_stack.base_url + "/jobs/")
 
 
 def test_rate_limits_are_shared_by_the_api_processes(keyed_stack):

@@ -16,6 +16,7 @@ from common.labels import CLASSES
 from common.messages import Evaluate, Predict, ValidateModel
 from common.model_metadata import ModelMetadata
 from common.preprocessing import ImageLimits
+from common.processes import wait_until
 from common.settings import Settings
 from common.storage import LocalStorage
 from tests.conftest import photo
@@ -201,6 +202,25 @@ def test_a_chunk_delivered_twice_counts_once(jobs, storage, tmp_path):
     assert record["result"]["images"] == 3
     assert [len(o["y_true"]) + o["skipped"]["unreadable_image"] for o in
             jobs.chunk_outcomes(job_id)] == [2, 2, 1]  # fmt: skip
+
+
+def test_a_start_that_comes_again_sends_the_chunks_not_recorded_once(jobs, storage, tmp_path):
+    settings = Settings(var_dir=tmp_path, eval_chunk_size=2, broker_lease_s=3)
+    job_id, chunks = started_evaluation(jobs, storage, settings)
+    runtime = StubRuntime()
+    evaluation.run_chunk(chunks[0], lambda version: runtime, storage, jobs, settings, LIMITS)
+    message = Evaluate(dataset_key=chunks[0].dataset_key, split=None)
+
+    def start_again() -> list[int]:
+        sent = []
+        evaluation.start(job_id, message, storage, jobs, settings,
+                         submit_chunk=sent.append, model_version="stub-1")  # fmt: skip
+        return [chunk.index for chunk in sent]
+
+    assert start_again() == []  # a copy right behind the first run: it sent them
+    # Its worker died before sending them all; its message came back after a lease.
+    wait_until(lambda: start_again() == [1, 2], 5, "the missing chunks sent again")
+    assert start_again() == []
 
 
 def test_a_chunk_of_a_cancelled_evaluation_classifies_nothing(jobs, storage, tmp_path):

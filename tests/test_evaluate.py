@@ -6,9 +6,11 @@ from dataclasses import replace
 
 import pytest
 import requests
+from kombu.exceptions import OperationalError
+from redis import Redis
 
 from api import create_app
-from common.jobs import FINISHED
+from common.jobs import FINISHED, JobStore
 from common.labels import CLASSES, ENGLISH_NAMES
 from common.processes import wait_until
 from tests.conftest import photo
@@ -133,6 +135,20 @@ def test_bad_evaluate_requests(client, settings):
                               content_type="multipart/form-data").get_json()  # fmt: skip
     assert client.delete(f"/jobs/{predict_job['job_id']}").status_code == 409
     assert client.delete(f"/jobs/{'0' * 32}").status_code == 404
+
+
+def test_a_job_the_broker_does_not_take_is_accepted_and_kept_to_send_again(settings, monkeypatch):
+    app = create_app({"TESTING": True, "SETTINGS": replace(settings, max_evaluations=10_000)})
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("the broker is away")
+
+    monkeypatch.setattr(app.extensions["ecosnap"]["celery"], "send_task", refuse)
+    zip_file = {"file": (io.BytesIO(dataset_zip()), "d.zip")}
+    answer = app.test_client().post("/evaluate", data=zip_file, content_type="multipart/form-data")
+    assert answer.status_code == 202, answer.get_json()
+    record = JobStore(Redis.from_url(settings.redis_url), 60).get(answer.get_json()["job_id"])
+    assert record["status"] == "queued" and "message" in record  # a worker sends it from here
 
 
 def test_evaluate_a_zip_in_the_bucket(gcs_stack):

@@ -2,14 +2,17 @@
 
 import json
 import threading
+import time
 from contextlib import ExitStack
 
 import pytest
 from redis import Redis
 
+from common.heartbeat import beat, retire
 from common.job_waiter import JobWaiter
 from common.jobs import KINDS, JobStore, pending_key
 from common.messages import Evaluate, Predict
+from common.processes import wait_until
 from worker.redelivery import redeliver_stale
 
 NO_PHOTOS = Predict(photos=[])  # the message of a predict job these tests never send
@@ -127,6 +130,13 @@ def test_a_job_whose_message_made_no_progress_is_sent_again_from_its_record(jobs
         for job_id, seen in jobs.redis.zrange(key, 0, -1, withscores=True):
             jobs.redis.zadd(key, {job_id: seen - 120})
     jobs.progressed(started)  # ...the running evaluation has just recorded a chunk
+    # No worker serves the evaluate queue: its messages are only waiting.
+    beat(jobs.redis, "host:1", {"queues": ["predict"]}, interval_s=10)
+    assert redeliver_stale(jobs, sender, quiet_s=60) == 0
+    for job_id in (lost, started):  # its claim runs out
+        jobs.redis.zadd(pending_key("evaluate"), {job_id: time.time() - 120}, xx=True)
+    jobs.progressed(started)
+    beat(jobs.redis, "host:2", {"queues": ["evaluate"]}, interval_s=10)
     assert redeliver_stale(jobs, sender, quiet_s=60) == 1
     assert sender.sent == [(Evaluate.task, {"dataset_key": "uploads/d.zip", "split": None}, lost)]
     assert "sent_again_at" in jobs.get(lost) and "sent_again_at" not in jobs.get(started)
@@ -135,3 +145,18 @@ def test_a_job_whose_message_made_no_progress_is_sent_again_from_its_record(jobs
     assert jobs.redis.zscore(pending_key("evaluate"), finished) is None
     assert jobs.redis.zscore(pending_key("predict"), photo) is None
     assert jobs.pending("evaluate") == 2  # the lost one and the running one
+    for name in ("host:1", "host:2"):
+        retire(jobs.redis, name)
+
+
+def test_a_job_twice_in_one_batch_starts_once(jobs):
+    job_id = jobs.create("predict", NO_PHOTOS)
+    assert jobs.mark_running([job_id, job_id]) == ([job_id], [])
+    assert jobs.redis.hget(f"ecosnap:job:{job_id}", "starts") == b"1"
+
+
+def test_chunks_are_sent_by_one_copy_of_a_start_at_a_time(jobs):
+    job_id = jobs.create("evaluate", Evaluate(dataset_key="uploads/d.zip", split=None))
+    assert jobs.claim_chunk_sending(job_id, for_s=0.2)
+    assert not jobs.claim_chunk_sending(job_id, for_s=0.2)  # a copy right behind it
+    wait_until(lambda: jobs.claim_chunk_sending(job_id, for_s=0.2), 5, "the claim to run out")

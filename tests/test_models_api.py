@@ -134,6 +134,13 @@ def test_nested_or_non_string_inputs_are_client_errors(admin_client):
         (metadata_json(classes=["Kaca", "Bottle"]), 422, "invalid_metadata"),
         (metadata_json(description="x" * 501), 422, "invalid_metadata"),
         (metadata_json(extra=[1]), 422, "invalid_metadata"),
+        (metadata_json(preprocessing={"preset": []}), 422, "invalid_metadata"),
+        (metadata_json(preprocessing={"scale": float("nan")}), 422, "invalid_metadata"),
+        (
+            metadata_json(preprocessing={"mean": [0, 0, float("inf")], "std": [1, 1, 1]}),
+            422,
+            "invalid_metadata",
+        ),
         (metadata_json(extra={"notes": "x" * 70_000}), 413, "metadata_too_large"),
     ],
 )

@@ -1,6 +1,7 @@
 """The shared preprocessing: formats, limits, draft decoding, EXIF, scaling."""
 
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from api.errors import http_status
 from bench.images import flat_png
 from common.preprocessing import (
     MB,
+    PRESETS,
     DecodeBudget,
     ImageLimits,
     ImageRejected,
@@ -34,6 +36,14 @@ def test_preprocess_gives_scaled_float_array_of_model_size():
     assert array.dtype == np.float32
     assert array.min() >= 0.0 and array.max() <= 1.0
     assert array.max() > 0.5
+
+
+def test_a_strip_one_pixel_high_is_padded_not_refused():
+    strip = encoded(Image.new("RGB", (2000, 1), (200, 10, 10)), "PNG")
+    for preset in ("keras-image-dataset", "keras-flow-from-directory"):
+        spec = replace(PRESETS[preset], aspect="pad")
+        pixels = decode_for_model(strip, (128, 128), spec)
+        assert pixels.shape == (128, 128, 3) and pixels[63, 64, 0] == pytest.approx(200, abs=1)
 
 
 def test_png_with_alpha_and_webp_become_rgb():

@@ -103,13 +103,17 @@ def start(
         model_version=model_version,
     ):
         jobs.progressed(job_id)
+        jobs.claim_chunk_sending(job_id, settings.broker_lease_s / 2)
         pending = range(len(chunks))
     else:
         # This message came again: the worker that started the job may have died
-        # before sending every chunk. Those not yet recorded are sent again (the plan
-        # is the same; a chunk sent twice counts once).
+        # before sending every chunk (its message then comes back after a lease).
+        # Those not yet recorded are sent again (the plan is the same; a chunk sent
+        # twice counts once), unless a copy of this message just did.
         record = jobs.get(job_id)
         if record is None or record["status"] != "running":
+            return
+        if not jobs.claim_chunk_sending(job_id, settings.broker_lease_s / 2):
             return
         pending = [i for i in range(len(chunks)) if not jobs.chunk_recorded(job_id, i)]
     for index in pending:

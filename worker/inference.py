@@ -196,7 +196,9 @@ def answer_batch(
     try:
         runnable, exhausted = jobs.mark_running([photo.job_id for photo in photos])
         refused |= dict.fromkeys(exhausted, GAVE_UP)
-        photos = [photo for photo in photos if photo.job_id in set(runnable)]
+        may_run = set(runnable)  # a photo twice in the batch (a copy sent again) runs once
+        photos = list({photo.job_id: photo for photo in photos
+                       if photo.job_id in may_run}.values())  # fmt: skip
         try:
             results, errors = classify(photos, runtime, storage, limits, batch_size)
         except Exception:

@@ -8,7 +8,8 @@ start, sent again, sends the chunks not yet recorded). Job states only move
 forward and chunks count once, so a message that was only slow runs harmlessly
 twice. Every worker looks every third of that time; a claim in Redis lets one of
 them send each job. A job sent again says so in its record (``sent_again_at``), for
-whoever looks into why it took long.
+whoever looks into why it took long. Nothing is sent for a queue no live worker
+serves: its messages are only waiting, and copies would pile up behind them.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import threading
 
 from redis import RedisError
 
+from common.heartbeat import live_workers
 from common.jobs import JobStore, utc_now
-from common.messages import TaskSender, send_recorded
+from common.messages import TaskSender, recorded_queue, send_recorded
 from common.periodic import run_every
 
 log = logging.getLogger(__name__)
@@ -28,8 +30,11 @@ log = logging.getLogger(__name__)
 def redeliver_stale(jobs: JobStore, celery: TaskSender, quiet_s: float) -> int:
     """Send again the jobs pending with no progress for ``quiet_s``; how many."""
     sent, settled = 0, []
+    served = {queue for worker in live_workers(jobs.redis) for queue in worker.get("queues", ())}
     for job_id, record in jobs.claim_stale(quiet_s):
         if record.get("status") in ("queued", "running") and "message" in record:
+            if recorded_queue(record["message"]) not in served:
+                continue  # claimed for another quiet_s: looked at again then
             send_recorded(celery, record["message"])
             jobs.transition(job_id, ("queued", "running"), sent_again_at=utc_now())
             sent += 1
