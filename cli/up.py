@@ -58,8 +58,12 @@ class Supervised:
                   f"starting it again in {delay} s.", flush=True)  # fmt: skip
             self.restart_at = now + delay
         elif now >= self.restart_at:
-            self.process, self.started_at = self.start(), time.monotonic()
             self.failures, self.restart_at = self.failures + 1, None
+            try:
+                self.process, self.started_at = self.start(), time.monotonic()
+            except (OSError, RuntimeError, TimeoutError) as exc:  # the next look tries again
+                print(f"{self.name} did not start again: {exc}", flush=True)
+                return
             print(f"{self.name} started again (pid {self.process.pid}).", flush=True)
 
 
@@ -80,8 +84,10 @@ def up(
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    # Its children run in sessions of their own: a closed terminal (SIGHUP) must stop
+    # them through this process too.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, request_stop)
     try:
         redis_url = settings.redis_url
         if redis_url is None:

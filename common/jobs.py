@@ -30,10 +30,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from redis import Redis, RedisError
+from redis import Redis
 
 from common.errors import Refusal
 from common.messages import Message
+from common.redis_client import REDIS_DOWN
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 # The longest a request may wait for its job (``POST /predict?wait=``).
@@ -341,7 +342,7 @@ class JobStore:
         """
         try:
             yield
-        except RedisError:
+        except REDIS_DOWN:
             raise
         except Exception as exc:
             error = exc.as_error() if isinstance(exc, Refusal) else WORKER_ERROR

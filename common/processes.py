@@ -136,7 +136,11 @@ def start_redis(
         ],
         prefix=prefix,
     )
-    wait_until(lambda: _redis_answers(address, port), 15, "redis-server", process)
+    try:  # a large append-only file takes a while to load
+        wait_until(lambda: _redis_answers(address, port), 60, "redis-server", process)
+    except BaseException:
+        stop(process)
+        raise
     return process, f"redis://{address}:{port}/0"
 
 

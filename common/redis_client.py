@@ -8,9 +8,14 @@ ride out a restart of the private Redis.
 
 from __future__ import annotations
 
-from redis import Redis
+from kombu.exceptions import OperationalError
+from redis import Redis, RedisError
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+
+# What a Redis that does not answer raises: redis-py's errors, and kombu's when a
+# message is being sent (it re-raises its transport's errors as its own).
+REDIS_DOWN = (RedisError, OperationalError)
 
 
 def bounded_redis(url: str, timeout_s: float, retries: int) -> Redis:

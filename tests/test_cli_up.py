@@ -2,9 +2,11 @@
 
 import os
 import signal
+import subprocess
 
 import requests
 
+from cli.up import Supervised
 from common.processes import free_port, http_ok, wait_until
 from tests.conftest import photo
 from tests.faults import ecosnap_up
@@ -30,7 +32,9 @@ def flower_shows(flower: str, names: tuple[str, ...]) -> bool:
     return all(name in page for name in names)
 
 
-def test_up_starts_everything_and_flower_restarts_what_dies_and_stops_cleanly_on_sigterm(tmp_path):
+def test_up_starts_everything_and_flower_restarts_what_dies_and_stops_when_its_terminal_closes(
+    tmp_path,
+):
     expired_upload = aged(tmp_path / "uploads" / f"{'e' * 32}.jpg", 2 * DAY_S)
     flower = f"http://127.0.0.1:{free_port()}"
     with ecosnap_up(tmp_path, "--flower", flower.rsplit(":", 1)[1]) as up:
@@ -71,8 +75,25 @@ def test_up_starts_everything_and_flower_restarts_what_dies_and_stops_cleanly_on
                        60, f"{name} started again", process)  # fmt: skip
             wait_until(lambda: predicts(base), 120, f"a prediction after {name} died", process)
         assert len(requests.get(f"{base}/health", timeout=5).json()["workers"]) == 2
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGHUP)  # its terminal closed (SIGTERM: tests/faults.py)
         code = process.wait(90)
     assert code == 0, "".join(lines)
     assert lines[-1].strip() == "Stopped."
     assert not http_ok(f"{base}/health")
+
+
+def test_a_start_that_fails_is_tried_again_after_its_delay():
+    """A restart that fails (Redis slow to load its file, say) does not end the
+    supervision: the next look tries again."""
+    starts = [lambda: subprocess.Popen(["true"]), failing_start,
+              lambda: subprocess.Popen(["sleep", "60"])]  # fmt: skip
+    supervised = Supervised("A process", lambda: starts.pop(0)())
+    supervised.process.wait()  # it died
+    wait_until(lambda: supervised.look_after() or not starts, 30, "two restarts")
+    assert supervised.process.poll() is None and supervised.failures == 2
+    supervised.process.kill()
+    supervised.process.wait()
+
+
+def failing_start() -> subprocess.Popen:
+    raise TimeoutError("redis-server: not ready after 60 s.")

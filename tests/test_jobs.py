@@ -130,13 +130,22 @@ def test_a_job_whose_message_made_no_progress_is_sent_again_from_its_record(jobs
         for job_id, seen in jobs.redis.zrange(key, 0, -1, withscores=True):
             jobs.redis.zadd(key, {job_id: seen - 120})
     jobs.progressed(started)  # ...the running evaluation has just recorded a chunk
+
+    def claims_run_out() -> None:
+        for job_id in (lost, started):
+            jobs.redis.zadd(pending_key("evaluate"), {job_id: time.time() - 120}, xx=True)
+        jobs.progressed(started)
+
     # No worker serves the evaluate queue: its messages are only waiting.
     beat(jobs.redis, "host:1", {"queues": ["predict"]}, interval_s=10)
     assert redeliver_stale(jobs, sender, quiet_s=60) == 0
-    for job_id in (lost, started):  # its claim runs out
-        jobs.redis.zadd(pending_key("evaluate"), {job_id: time.time() - 120}, xx=True)
-    jobs.progressed(started)
+    claims_run_out()
     beat(jobs.redis, "host:2", {"queues": ["evaluate"]}, interval_s=10)
+    jobs.redis.delete("evaluate")
+    jobs.redis.lpush("evaluate", "a message ahead")  # ...it may be waiting behind it
+    assert redeliver_stale(jobs, sender, quiet_s=60) == 0
+    claims_run_out()
+    jobs.redis.delete("evaluate")
     assert redeliver_stale(jobs, sender, quiet_s=60) == 1
     assert sender.sent == [(Evaluate.task, {"dataset_key": "uploads/d.zip", "split": None}, lost)]
     assert "sent_again_at" in jobs.get(lost) and "sent_again_at" not in jobs.get(started)

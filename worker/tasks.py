@@ -15,11 +15,11 @@ from celery.exceptions import Reject
 from celery.signals import celeryd_after_setup, setup_logging, worker_init, worker_shutdown
 from celery.worker import WorkController
 from celery_batches import SimpleRequest
-from redis import RedisError
 
 from common.errors import Refusal
 from common.logs import configure
 from common.messages import EVALUATE_QUEUE, Evaluate, EvaluateChunk, ValidateModel
+from common.redis_client import REDIS_DOWN
 from common.settings import Settings
 from worker import evaluation, inference, metrics, state, validation
 from worker.batching import predict_task_options
@@ -85,7 +85,7 @@ def requeued_if_redis_fails() -> Iterator[None]:
     (job states move forward only; a chunk counts once)."""
     try:
         yield
-    except RedisError as exc:
+    except REDIS_DOWN as exc:
         raise Reject(exc, requeue=True) from exc
 
 
