@@ -72,6 +72,26 @@ class QoS(kombu_redis.QoS):
             self._unrecorded[delivery_tag] = message
         LEASES.hold(self)
 
+    def ack(self, delivery_tag: str) -> None:
+        with self._let_go_if_redis_fails(delivery_tag):
+            super().ack(delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        with self._let_go_if_redis_fails(delivery_tag):
+            super().reject(delivery_tag, requeue)
+
+    @contextmanager
+    def _let_go_if_redis_fails(self, delivery_tag: str) -> Iterator[None]:
+        """An acknowledgement or a putting back that Redis did not take: the message
+        stops being held here (and renewed), so its lease runs out and kombu's sweep
+        puts it back; a copy of a finished job is then dropped. Held, it would be
+        renewed for as long as the channel lives, and its job never run again."""
+        try:
+            yield
+        except self.channel.connection_errors:
+            virtual.QoS.ack(self, delivery_tag)
+            raise
+
     def renew_leases(self) -> int:
         """Mark every message this channel holds as delivered now; how many it holds."""
         for tag, message in list(self._unrecorded.items()):

@@ -4,6 +4,7 @@ leases on the messages a process holds."""
 import time
 from importlib.metadata import version
 
+import pytest
 from kombu import Connection
 from kombu.message import Message
 from kombu.transport import redis as kombu_redis
@@ -83,3 +84,26 @@ def test_a_message_popped_while_redis_goes_away_is_kept_and_recorded_later(redis
         assert redis.hexists("unacked", message.delivery_tag)
         message.ack()
         assert redis.hlen("unacked") == 0
+
+
+def test_a_message_whose_putting_back_fails_is_let_go_and_comes_back_by_its_lease(
+    redis_url, monkeypatch
+):
+    url = redis_url.rsplit("/", 1)[0] + "/12"
+    redis = Redis.from_url(url)
+    redis.flushdb()
+
+    def redis_gone(*_: object, **__: object) -> None:
+        raise RedisConnectionError("Connection reset by peer")
+
+    with Connection(url, transport=TRANSPORT, transport_options={"visibility_timeout": 3}) as conn:
+        message = consumed(conn, "refused")
+        qos = conn.default_channel.qos
+        with monkeypatch.context() as patch:
+            patch.setattr(kombu_redis.QoS, "restore_by_tag", redis_gone)
+            with pytest.raises(RedisConnectionError):
+                message.requeue()
+        assert qos.renew_leases() == 0, "no longer held, so its lease is not renewed"
+        redis.zadd("unacked_index", {message.delivery_tag: time.time() - 4})  # it ran out
+        qos.restore_visible(interval=1)
+        assert redis.llen("refused") == 1
