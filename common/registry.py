@@ -26,7 +26,9 @@ by sha256.
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -206,6 +208,12 @@ class BucketStore:
     def replace(self, name: str, data: dict[str, Any], token: Any) -> bool:
         return self._create_or_replace(name, _json_bytes(data), token, "application/json")
 
+    def _holds(self, name: str, data: bytes) -> bool:
+        """Whether the object ``name`` is ``data`` (by the MD5 the bucket keeps)."""
+        blob = self._call(self._storage.bucket.get_blob, self._prefix + name)
+        digest = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        return blob is not None and blob.md5_hash == digest
+
     def add_version(self, source: Path, metadata: ModelMetadata, status: dict[str, Any]) -> bool:
         folder = f"versions/{metadata.version}/"
         if self.read(folder + "status.json")[0] is not None:
@@ -214,8 +222,12 @@ class BucketStore:
         for path in files:
             inside = path.relative_to(source).as_posix() if source.is_dir() else ""
             name = folder + metadata.file + (f"/{inside}" if inside else "")
-            if not self._create_or_replace(name, path.read_bytes(), 0, "application/octet-stream"):
-                return False  # another process added this version: its files stand
+            data = path.read_bytes()
+            # Already there: another process added this version (its files stand), or
+            # an add that died left this very file (this one finishes it).
+            created = self._create_or_replace(name, data, 0, "application/octet-stream")
+            if not created and not self._holds(name, data):
+                return False
         metadata_bytes = json.dumps(metadata.to_fields(), indent=2).encode()
         self._create_or_replace(folder + metadata.file + ".json", metadata_bytes, 0,
                                 "application/json")  # fmt: skip

@@ -59,6 +59,33 @@ def test_versions_are_never_replaced_and_moves_are_seen_everywhere(two_hosts):
     assert [entry["version"] for entry in b.active()["history"]] == [first, "v2"]
 
 
+@pytest.mark.parametrize("left", ["the same file", "another file"])
+def test_an_add_that_died_midway_is_finished_by_the_next_unless_the_file_differs(
+    two_hosts, monkeypatch, left
+):
+    a, _ = two_hosts
+    metadata = replace(ModelMetadata.for_model(DEFAULT_MODEL_PATH), version="v3")
+    name = f"versions/v3/{metadata.file}"
+    data = DEFAULT_MODEL_PATH.read_bytes()
+    create = a.store._create_or_replace  # the file alone, as an add that died left it
+    create(name, data if left == "the same file" else b"other", 0, "application/octet-stream")
+
+    def as_the_bucket_does(object_name: str, body: bytes, generation: int, kind: str) -> bool:
+        """The emulator ignores preconditions: here the object there refuses a create."""
+        if object_name == name:
+            return False
+        return create(object_name, body, generation, kind)
+
+    monkeypatch.setattr(a.store, "_create_or_replace", as_the_bucket_does)
+    if left == "the same file":
+        a.add(DEFAULT_MODEL_PATH, metadata, "valid")
+        assert "v3" in a.versions() and a.status("v3")["state"] == "valid"
+    else:
+        with pytest.raises(RegistryError) as exists:
+            a.add(DEFAULT_MODEL_PATH, metadata, "valid")
+        assert exists.value.code == "version_exists" and "v3" not in a.versions()
+
+
 class RacingStore:
     """A bucket store whose first pointer write meets another host's write to it.
 

@@ -208,6 +208,6 @@ def finish(job_id: str, jobs: JobStore) -> None:
         "duration_s": round(time.time() - float(record["started_ts"]), 2),
     }
     jobs.put_blob(job_id, "confusion.png", confusion_png(result["confusion_matrix"]["matrix"]))
-    worker_metrics.JOBS_FINISHED.labels("evaluate", "succeeded").inc()
-    jobs.transition(job_id, ("running",), status="succeeded", result=json.dumps(result),
-                    finished_at=utc_now())  # fmt: skip
+    if jobs.transition(job_id, ("running",), status="succeeded", result=json.dumps(result),
+                       finished_at=utc_now()):  # fmt: skip
+        worker_metrics.JOBS_FINISHED.labels("evaluate", "succeeded").inc()  # once a job
