@@ -15,7 +15,6 @@ workers' capacity is read every 2 s. ``/evaluate`` refuses with 429 past
 from __future__ import annotations
 
 import math
-import threading
 import time
 
 from redis import Redis
@@ -40,7 +39,6 @@ class Admission:
         self._jobs = jobs
         self._health_redis = health_redis
         self._settings = settings
-        self._lock = threading.Lock()
         self._queued, self._queued_at = 0, -math.inf
         self._capacity, self._capacity_at = 0.0, -math.inf
 
@@ -66,21 +64,22 @@ class Admission:
             retry_after_s=min(max(drain_s, 1), 30),
         )
 
+    # No lock around the reads: with Redis slow to answer, a request waits for its own
+    # read, not for every read queued before it. Two threads may read at once; either
+    # value is as fresh.
     def _queued_now(self, fresh: bool = False) -> int:
-        with self._lock:
-            if fresh or time.monotonic() - self._queued_at > QUEUE_LENGTH_AGE_S:
-                self._queued, self._queued_at = self._jobs.pending("predict"), time.monotonic()
-            return self._queued
+        if fresh or time.monotonic() - self._queued_at > QUEUE_LENGTH_AGE_S:
+            self._queued, self._queued_at = self._jobs.pending("predict"), time.monotonic()
+        return self._queued
 
     def _capacity_now(self) -> float:
         """Photos per second the live predict workers answer, all together."""
-        with self._lock:
-            if time.monotonic() - self._capacity_at > CAPACITY_AGE_S:
-                workers = live_workers(self._health_redis)
-                self._capacity = sum(
-                    worker.get("photos_per_s") or 0.0
-                    for worker in workers
-                    if PREDICT_QUEUE in worker.get("queues", ())
-                )
-                self._capacity_at = time.monotonic()
-            return self._capacity
+        if time.monotonic() - self._capacity_at > CAPACITY_AGE_S:
+            workers = live_workers(self._health_redis)
+            self._capacity = sum(
+                worker.get("photos_per_s") or 0.0
+                for worker in workers
+                if PREDICT_QUEUE in worker.get("queues", ())
+            )
+            self._capacity_at = time.monotonic()
+        return self._capacity

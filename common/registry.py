@@ -262,7 +262,11 @@ class BucketStore:
             metadata.write_for(partial / metadata.file)
             path.parent.mkdir(parents=True, exist_ok=True)
             for item in partial.iterdir():
-                os.replace(item, path.parent / item.name)
+                try:
+                    os.replace(item, path.parent / item.name)
+                except OSError:  # a SavedModel another process here put there first
+                    if not (path.parent / item.name).exists():
+                        raise
         finally:
             shutil.rmtree(partial, ignore_errors=True)
         return path
