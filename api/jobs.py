@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, url_for
-from kombu.exceptions import OperationalError
 from redis import RedisError
 
 from api import services
@@ -15,6 +14,7 @@ from api.access import owner
 from api.errors import APIError
 from api.telemetry import name_job
 from common.messages import Message
+from common.redis_client import REDIS_DOWN
 
 log = logging.getLogger(__name__)
 bp = Blueprint("jobs", __name__)
@@ -56,7 +56,7 @@ def send_job(message: Message, job_id: str) -> None:
     will run, and the client gets its id rather than a 503."""
     try:
         message.send(services.celery(), job_id)
-    except (OperationalError, RedisError) as exc:
+    except REDIS_DOWN as exc:
         log.warning("The broker did not take job %s's message (%s); it is sent again "
                     "from its record.", job_id, exc)  # fmt: skip
 
