@@ -90,12 +90,14 @@ class Stack:
         return self.base_url + path
 
     def live_workers(self) -> list[dict]:
-        """The workers ``/health`` reports (none while the stack is starting)."""
+        """The workers ``/health`` reports that consume their queues (none while the
+        stack is starting)."""
         try:
             response = requests.get(self.url("/health"), timeout=2)
         except requests.RequestException:
             return []
-        return response.json()["workers"] if response.status_code == 200 else []
+        workers = response.json()["workers"] if response.status_code == 200 else []
+        return [worker for worker in workers if worker.get("queues")]  # consuming already
 
     def log_text(self) -> str:
         return "\n".join(

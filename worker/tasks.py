@@ -67,7 +67,7 @@ def after_setup(instance: WorkController, **_: object) -> None:
     worker = state.current()
     log.info("Computing on %s (%s), batches of up to %d.", worker.device,
              worker.device.reason, worker.batch_size)  # fmt: skip
-    worker.queues = sorted(instance.app.amqp.queues.consume_from)
+    worker.consume(list(instance.app.amqp.queues.consume_from))
     if EVALUATE_QUEUE in worker.queues:
         worker.sweep_uploads()
 
