@@ -41,14 +41,19 @@ def start_heartbeat(
     ``info`` is called at every beat, so a worker that switches models says so.
     """
     beat(redis, name, info(), interval_s)
+    return run_every(interval_s, lambda: beat_unless_redis_is_down(redis, name, info(), interval_s),
+                     "ecosnap-heartbeat", start_now=False)  # fmt: skip
 
-    def beat_unless_redis_is_down() -> None:
-        try:
-            beat(redis, name, info(), interval_s)
-        except RedisError:  # expected while Redis restarts: not worth a log line
-            return
 
-    return run_every(interval_s, beat_unless_redis_is_down, "ecosnap-heartbeat", start_now=False)
+def beat_unless_redis_is_down(
+    redis: Redis, name: str, info: dict[str, Any], interval_s: float
+) -> None:
+    """A beat, or none while Redis restarts (expected: not worth a log line); the
+    next one says it."""
+    try:
+        beat(redis, name, info, interval_s)
+    except RedisError:
+        return
 
 
 def beating_on(redis: Redis, host: str) -> bool:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from contextlib import suppress
 from dataclasses import dataclass, field
 
 from common.batch_stats import Capacity
-from common.heartbeat import beat, retire, start_heartbeat
+from common.heartbeat import beat_unless_redis_is_down, retire, start_heartbeat
 from common.jobs import JobStore
 from common.preprocessing import DecodeBudget, ImageLimits
-from common.redis_client import REDIS_DOWN, bounded_redis
+from common.redis_client import bounded_redis
 from common.registry import registry_from_settings
 from common.settings import Settings
 from common.storage import Storage, storage_from_settings
@@ -117,9 +116,8 @@ class WorkerState:
         """Take note of the queues this worker consumes, and say so at once: until
         a heartbeat names them, ``/readyz`` counts this worker for no queue."""
         self.queues = sorted(queues)
-        with suppress(REDIS_DOWN):  # the next beat says it
-            beat(self.jobs.redis, self.name, self.heartbeat_info(),
-                 self.settings.heartbeat_interval_s)  # fmt: skip
+        beat_unless_redis_is_down(self.jobs.redis, self.name, self.heartbeat_info(),
+                                  self.settings.heartbeat_interval_s)  # fmt: skip
 
     def sweep_uploads(self) -> None:
         """Start removing expired uploads (``UPLOAD_RETENTION_S=0`` keeps them forever)."""
